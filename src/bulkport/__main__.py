@@ -1,0 +1,3 @@
+from bulkport.cli import main
+
+main()

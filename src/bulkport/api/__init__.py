@@ -1,0 +1,1 @@
+"""The HTTP layer: thin route handlers over the job store and pipelines."""

@@ -1,0 +1,51 @@
+"""The FastAPI application: wiring only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+from psycopg_pool import ConnectionPool
+
+from bulkport import __version__, db
+from bulkport.api import health, imports
+from bulkport.api.errors import RequestIdMiddleware, install_error_handlers
+from bulkport.api.state import AppState
+from bulkport.config import Settings, get_settings
+from bulkport.storage import LocalStorage
+
+DESCRIPTION = """Bulk import and export of users, articles and comments.
+
+Imports run asynchronously: `POST /v1/imports` returns a job; poll
+`GET /v1/imports/{id}` and read every rejected record with its reasons at
+`GET /v1/imports/{id}/errors`."""
+
+
+def create_app(settings: Settings | None = None, url: str | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db_url = url or db.database_url(settings)
+        db.migrate(db_url)
+        pool: ConnectionPool = ConnectionPool(
+            db_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
+            kwargs={"options": db.CONNECT_OPTIONS, "autocommit": True}, open=True,
+            name="api",
+        )
+        app.state.bulkport = AppState(settings=settings, url=db_url, pool=pool,
+                                      uploads=LocalStorage(settings.upload_dir))
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(title="bulkport", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan, default_response_class=ORJSONResponse)
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(imports.router)
+    return app

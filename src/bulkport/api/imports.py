@@ -1,0 +1,267 @@
+"""``/v1/imports``: create import jobs, watch them, read their errors, cancel them."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import ORJSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from bulkport.api.errors import request_id_var
+from bulkport.api.schemas import (
+    ErrorPage,
+    ErrorResponse,
+    ImportJob,
+    ImportJobPage,
+    decode_cursor,
+    encode_cursor,
+    flatten_errors,
+    import_job_view,
+)
+from bulkport.api.state import AppState, get_state
+from bulkport.errors import BadRequest, Conflict, PayloadTooLarge
+from bulkport.jobs.status import JobKind, JobStatus
+from bulkport.jobs.store import STORE, fingerprint
+from bulkport.pipeline.fetch import check_url
+from bulkport.pipeline.formats import parse_format
+from bulkport.pipeline.validate import parse_mode
+from bulkport.resources import RESOURCES, get_resource
+from bulkport.storage import CHUNK_BYTES, StoredFile
+
+router = APIRouter(prefix="/v1/imports", tags=["imports"])
+State = Annotated[AppState, Depends(get_state)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (400, 404, 409, 413, 422)
+}
+#: Error entries embedded in a job's status.
+FIRST_ERRORS = 100
+
+
+class ImportByUrl(BaseModel):
+    resource: str
+    file_url: str
+    format: str | None = None
+    mode: str | None = None
+    dry_run: bool = False
+
+
+_UPLOAD_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file", "resource"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "resource": {"type": "string", "enum": list(RESOURCES)},
+                    "format": {"type": "string", "enum": ["csv", "ndjson", "json"]},
+                    "mode": {"type": "string", "enum": ["insert", "upsert"]},
+                    "dry_run": {"type": "boolean"},
+                },
+            }},
+            "application/json": {"schema": ImportByUrl.model_json_schema()},
+        },
+    },
+}
+
+
+@router.post("", status_code=202, response_model=ImportJob, responses=ERRORS,
+             openapi_extra=_UPLOAD_DOC, summary="Start an import (upload or file_url)")
+async def create_import(
+    request: Request, state: State,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> ORJSONResponse:
+    settings = state.settings
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
+        raise PayloadTooLarge(
+            f"the upload is larger than the limit of {settings.max_upload_bytes} bytes",
+            limit_bytes=settings.max_upload_bytes)
+    ctype = request.headers.get("content-type", "")
+    stored: StoredFile | None = None
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=10)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise BadRequest("multipart upload needs a 'file' part")
+        params = {k: v for k, v in form.items() if isinstance(v, str)}
+        request_fields = _import_params(params)
+        stored = await run_in_threadpool(
+            state.uploads.save, iter(lambda: upload.file.read(CHUNK_BYTES), b""),
+            max_bytes=settings.max_upload_bytes)
+        await upload.close()
+        if stored.size == 0:
+            state.uploads.delete(stored.key)
+            raise BadRequest("the uploaded file is empty")
+        source = {"file_key": stored.key, "file_name": upload.filename,
+                  "file_size_bytes": stored.size, "source_url": None}
+        identity = {"sha256": stored.sha256}
+    elif ctype.startswith("application/json"):
+        try:
+            body = ImportByUrl.model_validate_json(await request.body())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise BadRequest(
+                f"invalid JSON body: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        request_fields = _import_params(body.model_dump())
+        url = check_url(body.file_url)
+        source = {"file_key": None, "file_name": url.rsplit("/", 1)[-1].split("?")[0],
+                  "file_size_bytes": None, "source_url": url}
+        identity = {"file_url": url}
+    else:
+        raise BadRequest("send multipart/form-data (file upload) or application/json (file_url)")
+    values = {**request_fields, **source, "idempotency_key": idempotency_key,
+              "request_id": request_id_var.get(),
+              "fingerprint": fingerprint(**request_fields, **identity)}
+    job, created = await run_in_threadpool(_create, state, values)
+    if not created and stored is not None:
+        state.uploads.delete(stored.key)  # the replayed job keeps its own copy
+    view = await run_in_threadpool(_view, state, job)
+    return ORJSONResponse(view, status_code=202 if created else 200,
+                          headers={"Location": f"/v1/imports/{job['id']}"})
+
+
+def _import_params(params: dict[str, Any]) -> dict[str, Any]:
+    resource = params.get("resource")
+    if not resource:
+        raise BadRequest(f"'resource' is required; use one of: {', '.join(RESOURCES)}",
+                         allowed=list(RESOURCES))
+    fmt = parse_format(params.get("format"))
+    dry = params.get("dry_run", False)
+    if isinstance(dry, str):
+        if dry.lower() not in ("true", "false", "1", "0", ""):
+            raise BadRequest("dry_run must be true or false")
+        dry = dry.lower() in ("true", "1")
+    return {"resource": get_resource(str(resource)).name,
+            "format": fmt.value if fmt else None,
+            "mode": parse_mode(params.get("mode")).value, "dry_run": bool(dry)}
+
+
+def _create(state: AppState, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    with state.conn() as conn:
+        return STORE.create(conn, JobKind.IMPORT, values)
+
+
+def _view(state: AppState, job: dict[str, Any]) -> dict[str, Any]:
+    with state.conn() as conn:
+        rows = STORE.import_errors(conn, job["id"], after_row=0, limit=FIRST_ERRORS)
+    return import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS])
+
+
+@router.get("", response_model=ImportJobPage, responses=ERRORS, summary="List import jobs")
+def list_imports(
+    state: State,
+    status: JobStatus | None = None,
+    resource: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> ORJSONResponse:
+    if resource is not None:
+        get_resource(resource)
+    after = tuple(decode_cursor(cursor, 2)) if cursor else None
+    with state.conn() as conn:
+        jobs = STORE.list(conn, JobKind.IMPORT, status=status, resource=resource, limit=limit,
+                          after=after)  # type: ignore[arg-type]
+    data = [import_job_view(j, []) for j in jobs]
+    nxt = encode_cursor(jobs[-1]["created_at"], jobs[-1]["id"]) if len(jobs) == limit else None
+    return ORJSONResponse({"data": data, "next_cursor": nxt})
+
+
+@router.get("/{job_id}", response_model=ImportJob, responses=ERRORS, summary="Import status")
+def get_import(job_id: str, state: State) -> ORJSONResponse:
+    with state.conn() as conn:
+        job = STORE.get(conn, JobKind.IMPORT, job_id)
+        rows = STORE.import_errors(conn, job_id, after_row=0, limit=FIRST_ERRORS)
+    return ORJSONResponse(import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS]))
+
+
+@router.post("/{job_id}/cancel", response_model=ImportJob, responses=ERRORS,
+             summary="Cancel a pending or processing import")
+def cancel_import(job_id: str, state: State) -> ORJSONResponse:
+    with state.conn() as conn:
+        job = STORE.cancel(conn, JobKind.IMPORT, job_id)
+        if job is None:
+            current = STORE.get(conn, JobKind.IMPORT, job_id)
+            raise Conflict(f"the job is {current['status']}; only pending or processing jobs "
+                           "can be cancelled", status=current["status"])
+    return ORJSONResponse(import_job_view(job, []))
+
+
+@router.get("/{job_id}/errors", response_model=ErrorPage, responses=ERRORS,
+            summary="Every error of an import (JSON pages, or an NDJSON/CSV download)")
+def import_errors(
+    job_id: str, state: State,
+    format: Annotated[str, Query(pattern="^(json|ndjson|csv)$")] = "json",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> Any:
+    with state.conn() as conn:
+        job = STORE.get(conn, JobKind.IMPORT, job_id)
+    if format == "json":
+        after = int(decode_cursor(cursor, 1)[0]) if cursor else 0
+        with state.conn() as conn:
+            rows = STORE.import_errors(conn, job_id, after_row=after, limit=limit)
+        nxt = encode_cursor(rows[-1]["row"]) if len(rows) == limit else None
+        return ORJSONResponse({"data": flatten_errors(rows), "next_cursor": nxt})
+    name = f"import-{job_id}-errors.{format}"
+    body = _ndjson_rejects(state, job_id) if format == "ndjson" else _csv_rejects(state, job)
+    media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"
+    return StreamingResponse(body, media_type=media,
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+#: Rejected records read per query while streaming a download.
+DOWNLOAD_PAGE = 1000
+
+
+def _rejects(state: AppState, job_id: str) -> Iterator[dict[str, Any]]:
+    after = 0
+    while True:
+        with state.conn() as conn:
+            rows = STORE.import_errors(conn, job_id, after_row=after, limit=DOWNLOAD_PAGE)
+        yield from rows
+        if len(rows) < DOWNLOAD_PAGE:
+            return
+        after = rows[-1]["row"]
+
+
+def _ndjson_rejects(state: AppState, job_id: str) -> Iterator[bytes]:
+    for r in _rejects(state, job_id):
+        yield orjson.dumps({"row": r["row"], "record": r["record"], "errors": r["errors"]}) + b"\n"
+
+
+def _csv_rejects(state: AppState, job: dict[str, Any]) -> Iterator[bytes]:
+    columns: list[str] = job["columns"] or get_resource(job["resource"]).column_names
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow([*columns, "_row", "_errors"])
+    for r in _rejects(state, job["id"]):
+        record = r["record"] or {}
+        raw = record.get("_raw") if isinstance(record, dict) else None
+        if isinstance(raw, list):
+            cells = [*raw[: len(columns)], *[""] * (len(columns) - len(raw))]
+        else:
+            cells = [_cell(record.get(c)) if isinstance(record, dict) else "" for c in columns]
+        writer.writerow([*cells, r["row"], ";".join(e["code"] for e in r["errors"])])
+        if buf.tell() > 64 * 1024:
+            yield buf.getvalue().encode()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue().encode()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)

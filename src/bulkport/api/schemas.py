@@ -1,0 +1,141 @@
+"""Response shapes of the API (and so of its OpenAPI document)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, Field, create_model
+
+from bulkport.errors import BadRequest
+from bulkport.jobs.status import JobStatus
+from bulkport.resources import RESOURCES, Kind, Resource
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str
+    details: dict[str, Any] = {}
+    request_id: str | None = None
+
+
+class ErrorEntry(BaseModel):
+    row: int = Field(description="1-based record number in the file")
+    field: str | None
+    value: Any = None
+    code: str
+    message: str
+
+
+class ImportJob(BaseModel):
+    job_id: str
+    resource: str
+    format: str | None
+    mode: str
+    dry_run: bool
+    status: JobStatus
+    file_name: str | None
+    file_size_bytes: int | None
+    total_records: int | None
+    processed_records: int
+    successful_records: int
+    error_records: int
+    error_counts: dict[str, int] = Field(description="Error entries by code")
+    progress: float = Field(ge=0, le=1)
+    rows_per_sec: float | None
+    eta_seconds: float | None
+    errors: list[ErrorEntry] = Field(description="The first 100 error entries")
+    errors_url: str
+    failed_batches: int
+    failure_reason: str | None
+    request_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class ImportJobPage(BaseModel):
+    data: list[ImportJob]
+    next_cursor: str | None
+
+
+class ErrorPage(BaseModel):
+    data: list[ErrorEntry]
+    next_cursor: str | None
+
+
+def import_job_view(job: dict[str, Any], errors: list[dict[str, Any]]) -> dict[str, Any]:
+    status = JobStatus(job["status"])
+    now = datetime.now(UTC)
+    started = job["started_at"]
+    end = job["completed_at"] or now
+    elapsed = (end - started).total_seconds() if started else None
+    processed = job["processed_records"]
+    if status.terminal:
+        progress = 1.0
+    elif job["file_size_bytes"]:
+        progress = min(job["bytes_processed"] / job["file_size_bytes"], 0.999)
+    else:
+        progress = 0.0
+    rate = processed / elapsed if elapsed and processed else None
+    eta = None
+    if not status.terminal and progress > 0 and elapsed:
+        eta = round(elapsed * (1 - progress) / progress, 1)
+    return {
+        "job_id": job["id"], "resource": job["resource"], "format": job["format"],
+        "mode": job["mode"], "dry_run": job["dry_run"], "status": status,
+        "file_name": job["file_name"], "file_size_bytes": job["file_size_bytes"],
+        "total_records": job["total_records"], "processed_records": processed,
+        "successful_records": job["successful_records"], "error_records": job["error_records"],
+        "error_counts": job["error_counts"] or {},
+        "progress": round(progress, 4), "rows_per_sec": round(rate, 1) if rate else None,
+        "eta_seconds": eta, "errors": errors,
+        "errors_url": f"/v1/imports/{job['id']}/errors",
+        "failed_batches": job["failed_batches"], "failure_reason": job["failure_reason"],
+        "request_id": job["request_id"], "created_at": job["created_at"],
+        "started_at": started, "completed_at": job["completed_at"],
+    }
+
+
+def flatten_errors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"row": r["row"], **e} for r in rows for e in r["errors"]]
+
+
+# --- cursors: opaque to clients -----------------------------------------------------------
+
+
+def encode_cursor(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(parts, default=str)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, n: int) -> list[Any]:
+    try:
+        parts = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(parts, list) or len(parts) != n:
+            raise ValueError
+        return parts
+    except ValueError:
+        raise BadRequest("invalid cursor; pass the next_cursor of a previous page") from None
+
+
+# --- record schemas, derived from the resource declarations ------------------------------
+
+_PY_TYPES: dict[Kind, Any] = {Kind.BOOL: bool, Kind.TIMESTAMP: datetime, Kind.TAGS: list[str]}
+
+
+def record_model(resource: Resource) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for f in resource.fields:
+        typ = _PY_TYPES.get(f.kind, str)
+        if f.required:
+            fields[f.name] = (typ, Field(description=f.description or None))
+        else:
+            fields[f.name] = (typ | None, Field(None, description=f.description or None))
+    model: type[BaseModel] = create_model(resource.name.capitalize()[:-1], **fields)
+    model.__doc__ = resource.description
+    return model
+
+
+RECORD_MODELS = {name: record_model(r) for name, r in RESOURCES.items()}

@@ -1,0 +1,33 @@
+"""What route handlers share: settings, the connection pool, storage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from fastapi import Request
+from psycopg_pool import ConnectionPool
+
+from bulkport.config import Settings
+from bulkport.storage import LocalStorage
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    url: str
+    pool: ConnectionPool[psycopg.Connection[Any]]
+    uploads: LocalStorage
+
+    @contextmanager
+    def conn(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.pool.connection() as conn:
+            yield conn
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.bulkport
+    return state

@@ -1,0 +1,128 @@
+"""The ``bulkport`` command: serve, worker, migrate, gen."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bulkport")
+
+
+def _apply_common(args: argparse.Namespace) -> None:
+    """Command-line options override the environment (read by get_settings)."""
+    if getattr(args, "data_dir", None):
+        os.environ["BULKPORT_DATA_DIR"] = str(args.data_dir)
+    if getattr(args, "database_url", None):
+        os.environ["BULKPORT_DATABASE_URL"] = args.database_url
+    if getattr(args, "workers", None) is not None:
+        os.environ["BULKPORT_WORKERS"] = str(args.workers)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from bulkport import db
+    from bulkport.api.app import create_app
+    from bulkport.config import get_settings
+    from bulkport.jobs.worker import WorkerPool
+    from bulkport.logs import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = db.database_url(settings)
+    db.migrate(url)
+    pool = WorkerPool(url, settings.workers)
+    pool.start()
+    try:
+        uvicorn.run(create_app(settings, url), host=args.host or settings.host,
+                    port=args.port or settings.port, log_config=None, access_log=False,
+                    timeout_graceful_shutdown=10)
+    finally:
+        pool.stop()
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from bulkport import db
+    from bulkport.config import get_settings
+    from bulkport.jobs.worker import WorkerPool
+    from bulkport.logs import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    url = db.database_url(settings)
+    db.migrate(url)
+    pool = WorkerPool(url, max(1, settings.workers))
+    pool.start()
+    stopped: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        stopped.append(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopped:
+        signal.pause()
+    pool.stop()
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from bulkport import db
+    from bulkport.config import get_settings
+    from bulkport.logs import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    applied = db.migrate(db.database_url(settings))
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+def cmd_gen(args: argparse.Namespace) -> None:
+    from bulkport.gen import main as gen_main
+
+    gen_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bulkport", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], None], help: str
+            ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(func=func)
+        p.add_argument("--data-dir", type=Path, help="data directory (BULKPORT_DATA_DIR)")
+        p.add_argument("--database-url", help="PostgreSQL URL (BULKPORT_DATABASE_URL)")
+        return p
+
+    serve = add("serve", cmd_serve, "run the HTTP API and a pool of workers")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 4)")
+    worker = add("worker", cmd_worker, "run workers only, on the same database")
+    worker.add_argument("--workers", type=int, help="worker processes (default 4)")
+    add("migrate", cmd_migrate, "apply pending database migrations")
+    gen = sub.add_parser("gen", help="generate test data files with known flaws")
+    gen.set_defaults(func=cmd_gen)
+    try:
+        from bulkport.gen import add_arguments
+    except ImportError:  # pragma: no cover - generator not installed
+        pass
+    else:
+        add_arguments(gen)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    _apply_common(args)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,82 @@
+"""One exception hierarchy for bulkport.
+
+Per-record problems are data (:class:`bulkport.pipeline.types.RecordError`),
+never exceptions. Exceptions are for job-level and request-level failures, and
+their class says whether retrying can help.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BulkportError(Exception):
+    """A bulkport operation failed."""
+
+    code = "error"
+    status_code = 500
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        super().__init__(message or (self.__doc__ or self.code).strip())
+        self.message = message or (self.__doc__ or self.code).strip()
+        self.details = details
+
+
+class Retryable(BulkportError):
+    """Marker: the same work may succeed later (database restart, network blip)."""
+
+
+class Terminal(BulkportError):
+    """Marker: retrying cannot help; the job fails with this reason."""
+
+
+class BadRequest(BulkportError):
+    """The request is invalid."""
+
+    code = "bad_request"
+    status_code = 400
+
+
+class NotFound(BulkportError):
+    """No such resource."""
+
+    code = "not_found"
+    status_code = 404
+
+
+class Conflict(BulkportError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    status_code = 409
+
+
+class IdempotencyConflict(Conflict):
+    """This Idempotency-Key was already used with a different request."""
+
+    code = "idempotency_conflict"
+
+
+class PayloadTooLarge(BulkportError):
+    """The upload is larger than the configured limit."""
+
+    code = "payload_too_large"
+    status_code = 413
+
+
+class UnreadableFile(Terminal):
+    """The file could not be read as the declared format."""
+
+    code = "unreadable_file"
+
+
+class FetchFailed(Terminal):
+    """The remote file could not be downloaded."""
+
+    code = "fetch_failed"
+
+
+class LeaseLost(BulkportError):
+    """This worker no longer owns the job (its lease expired or it was cancelled)."""
+
+    code = "lease_lost"

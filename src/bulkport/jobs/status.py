@@ -1,0 +1,23 @@
+"""Job statuses: declared once, mirrored by the PostgreSQL enum ``job_status``."""
+
+from __future__ import annotations
+
+import enum
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobStatus.PENDING, JobStatus.PROCESSING)
+
+
+class JobKind(enum.StrEnum):
+    IMPORT = "import"
+    EXPORT = "export"

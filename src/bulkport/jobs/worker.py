@@ -1,0 +1,207 @@
+"""The worker loop: claim a job, keep its lease alive, run it, stop gracefully.
+
+No SQL and no import logic live here: job state goes through
+:mod:`bulkport.jobs.store`, the work itself through the pipelines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from bulkport import db
+from bulkport.config import Settings, get_settings
+from bulkport.errors import LeaseLost, Retryable
+from bulkport.jobs.status import JobKind, JobStatus
+from bulkport.jobs.store import STORE, Job
+from bulkport.pipeline.importer import ImportRun, run_import
+from bulkport.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+#: A job claimed this many times without finishing is failed (a poison job).
+MAX_ATTEMPTS = 10
+#: Backoff after the database failed under us (seconds, doubled up to the cap).
+BACKOFF_START_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 15.0
+
+Runner = Callable[["Worker", Job], JobStatus | None]
+
+
+def _run_import_job(worker: Worker, job: Job) -> JobStatus | None:
+    return run_import(ImportRun(
+        job=job, owner=worker.name, settings=worker.settings, storage=worker.upload_storage,
+        connect=worker.connect, should_stop=worker.stopping.is_set,
+    ))
+
+
+#: What runs each kind of job; the export pipeline registers itself here.
+RUNNERS: dict[JobKind, Runner] = {JobKind.IMPORT: _run_import_job}
+
+
+class Worker:
+    """Runs one job at a time until asked to stop."""
+
+    def __init__(self, settings: Settings, url: str, name: str | None = None) -> None:
+        self.settings = settings
+        self.url = url
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.upload_storage = LocalStorage(settings.upload_dir)
+        self.stopping = threading.Event()
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return db.connect(self.url, autocommit=True)
+
+    def run_forever(self) -> None:
+        backoff = BACKOFF_START_SECONDS
+        log.info("worker %s started", self.name)
+        while not self.stopping.is_set():
+            try:
+                worked = self.run_once()
+                backoff = BACKOFF_START_SECONDS
+            except psycopg.OperationalError as exc:
+                log.warning("database unavailable (%s); retrying in %.1fs", exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+                continue
+            if not worked:
+                self.stopping.wait(self.settings.poll_interval_seconds)
+        log.info("worker %s stopped", self.name)
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False when the queue was empty."""
+        for kind, runner in RUNNERS.items():
+            with self.connect() as conn:
+                job = STORE.claim(conn, kind, self.name, self.settings.lease_seconds)
+            if job is not None:
+                self._run(kind, runner, job)
+                return True
+        return False
+
+    def _run(self, kind: JobKind, runner: Runner, job: Job) -> None:
+        job_id = job["id"]
+        if job["attempts"] > MAX_ATTEMPTS:
+            self._fail(kind, job_id, f"gave up after {MAX_ATTEMPTS} attempts")
+            return
+        log.info("%s job %s claimed (attempt %d)", kind, job_id, job["attempts"])
+        with _Heartbeat(self, kind, job_id):
+            try:
+                status = runner(self, job)
+            except LeaseLost:
+                log.warning("%s job %s: lease lost, another worker continues it", kind, job_id)
+                return
+            except (psycopg.OperationalError, Retryable):
+                self._release(kind, job_id)
+                raise
+            except Exception as exc:
+                log.exception("%s job %s crashed", kind, job_id)
+                self._fail(kind, job_id, f"internal error: {type(exc).__name__}: {exc}")
+                return
+        log.info("%s job %s ended: %s", kind, job_id, status or "handed back")
+
+    def _release(self, kind: JobKind, job_id: str) -> None:
+        with contextlib.suppress(psycopg.Error), self.connect() as conn:
+            STORE.release(conn, kind, job_id, self.name)
+
+    def _fail(self, kind: JobKind, job_id: str, reason: str) -> None:
+        with self.connect() as conn:
+            STORE.finish(conn, kind, job_id, self.name, JobStatus.FAILED, failure_reason=reason,
+                         **({"record_count": 0, "file_key": None, "file_size_bytes": None,
+                             "expires_at": None} if kind is JobKind.EXPORT else {}))
+
+
+class _Heartbeat:
+    """Renews a job's lease every third of the lease period while the job runs."""
+
+    def __init__(self, worker: Worker, kind: JobKind, job_id: str) -> None:
+        self.worker, self.kind, self.job_id = worker, kind, job_id
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="lease", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        period = self.worker.settings.lease_seconds / 3
+        while not self.done.wait(period):
+            try:
+                with self.worker.connect() as conn:
+                    STORE.renew(conn, self.kind, self.job_id, self.worker.name,
+                                self.worker.settings.lease_seconds)
+            except psycopg.Error as exc:
+                log.warning("lease renewal of %s failed: %s", self.job_id, exc)
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def worker_process_main(url: str) -> None:
+    """Entry point of a worker process: one worker, stopped by SIGTERM/SIGINT."""
+    from bulkport.logs import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    worker = Worker(settings, url)
+
+    def stop(signum: int, frame: Any) -> None:
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.run_forever()
+
+
+class WorkerPool:
+    """N worker processes, restarted if one dies; stopped with SIGTERM (graceful)."""
+
+    def __init__(self, url: str, count: int) -> None:
+        self.url = url
+        self.count = count
+        self.ctx = multiprocessing.get_context("spawn")
+        self.procs: list[Any] = []
+        self._stop = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name="pool", daemon=True)
+
+    def start(self) -> None:
+        self.procs = [self._spawn() for _ in range(self.count)]
+        self._supervisor.start()
+
+    def _spawn(self) -> Any:
+        proc = self.ctx.Process(target=worker_process_main, args=(self.url,), daemon=False,
+                                name="bulkport-worker")
+        proc.start()
+        return proc
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            for i, proc in enumerate(self.procs):
+                if not proc.is_alive() and not self._stop.is_set():
+                    log.warning("worker process %s exited (%s); restarting", proc.pid,
+                                proc.exitcode)
+                    self.procs[i] = self._spawn()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: finish the batch in flight, hand the job back
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()

@@ -1,0 +1,257 @@
+"""Input formats: CSV (header row), NDJSON and JSON arrays, each optionally gzipped.
+
+Every reader is a stream: memory stays bounded by the longest accepted line
+(``max_line_bytes``), whatever the file size. A record that cannot be parsed is
+yielded as a :class:`RawRecord` with ``malformed`` set; a file that cannot be
+read at all raises :class:`UnreadableFile`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import enum
+import gzip
+import io
+import zlib
+from collections.abc import Iterator
+from typing import IO, Any
+
+import ijson
+import orjson
+
+from bulkport.errors import BadRequest, UnreadableFile
+from bulkport.pipeline.types import RawRecord
+
+GZIP_MAGIC = b"\x1f\x8b"
+#: Bytes looked at to detect the format from the content.
+SNIFF_BYTES = 4096
+
+
+class Format(enum.StrEnum):
+    CSV = "csv"
+    NDJSON = "ndjson"
+    JSON = "json"
+
+
+_SUFFIXES = {".csv": Format.CSV, ".ndjson": Format.NDJSON, ".jsonl": Format.NDJSON,
+             ".json": Format.JSON}
+
+
+def parse_format(value: str | None) -> Format | None:
+    """Validate a declared format; unknown values are a 400 listing the allowed ones."""
+    if value is None or value == "":
+        return None
+    try:
+        return Format(value.lower())
+    except ValueError:
+        allowed = [f.value for f in Format]
+        raise BadRequest(
+            f"unknown format {value!r}; use one of: {', '.join(allowed)}", allowed=allowed
+        ) from None
+
+
+def format_from_name(name: str | None) -> Format | None:
+    if not name:
+        return None
+    low = name.lower()
+    if low.endswith(".gz"):
+        low = low[:-3]
+    for suffix, fmt in _SUFFIXES.items():
+        if low.endswith(suffix):
+            return fmt
+    return None
+
+
+def format_from_content(head: bytes) -> Format:
+    """Guess the format of (decompressed) leading bytes."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return Format.JSON
+    if text.startswith(b"{"):
+        first = text.split(b"\n", 1)[0].strip()
+        # One object per line is NDJSON; an object spanning lines is a JSON document.
+        try:
+            orjson.loads(first)
+        except orjson.JSONDecodeError:
+            return Format.JSON
+        return Format.NDJSON
+    return Format.CSV
+
+
+def open_decompressed(raw: IO[bytes]) -> IO[bytes]:
+    """Wrap ``raw`` in a gzip reader when it starts with the gzip magic number."""
+    head = raw.read(2)
+    raw.seek(0)
+    if head == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+def sniff(stream: IO[bytes]) -> bytes:
+    """Return leading bytes without consuming them (the stream must be seekable)."""
+    pos = stream.tell()
+    try:
+        head = stream.read(SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UnreadableFile(f"the file could not be decompressed: {exc}") from None
+    stream.seek(pos)
+    return head
+
+
+def read_records(
+    stream: IO[bytes], fmt: Format, *, max_line_bytes: int
+) -> tuple[list[str] | None, Iterator[RawRecord]]:
+    """Return ``(csv_columns_or_None, records)`` for a decompressed stream."""
+    if fmt is Format.CSV:
+        return _read_csv(stream, max_line_bytes)
+    if fmt is Format.NDJSON:
+        return None, _guard(_read_ndjson(stream, max_line_bytes))
+    return None, _guard(_read_json(stream))
+
+
+def _guard(records: Iterator[RawRecord]) -> Iterator[RawRecord]:
+    """Turn decompression failures (truncated gzip, bad CRC) into a job-level error."""
+    try:
+        yield from records
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UnreadableFile(f"the compressed file is damaged or truncated: {exc}") from None
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+
+def _read_csv(stream: IO[bytes], max_line_bytes: int) -> tuple[list[str], Iterator[RawRecord]]:
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    csv.field_size_limit(max_line_bytes)
+    reader = csv.reader(text, strict=False)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise UnreadableFile("the file is empty: a CSV file needs a header row") from None
+    except (csv.Error, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UnreadableFile(f"the CSV header could not be read: {exc}") from None
+    columns = [h.strip() for h in header]
+    if columns and columns[0].startswith("\ufeff"):
+        columns[0] = columns[0][1:].strip()
+    if not any(columns):
+        raise UnreadableFile("the CSV header row is empty")
+    if not _is_utf8(columns):
+        raise UnreadableFile("the CSV header is not valid UTF-8")
+    seen: set[str] = set()
+    dupes = sorted({c for c in columns if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise UnreadableFile(f"the CSV header repeats column(s): {', '.join(dupes)}")
+    return columns, _guard(_csv_rows(reader, columns))
+
+
+def _csv_rows(reader: Any, columns: list[str]) -> Iterator[RawRecord]:
+    width = len(columns)
+    row = 0
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            row += 1
+            yield RawRecord(row, None, None, f"the CSV row could not be parsed: {exc}")
+            continue
+        if not values:
+            continue  # blank line: not a record
+        row += 1
+        if len(values) != width:
+            yield RawRecord(
+                row, None, {"_raw": values},
+                f"the row has {len(values)} columns; the header has {width}",
+            )
+            continue
+        if not _is_utf8(values):
+            yield RawRecord(row, None, {"_raw": _repair(values)}, "the row is not valid UTF-8")
+            continue
+        yield RawRecord(row, dict(zip(columns, values, strict=True)), None)
+
+
+def _is_utf8(values: list[str]) -> bool:
+    """True unless a value holds bytes that were not UTF-8 (kept as surrogates)."""
+    for v in values:
+        if not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
+def _repair(values: list[str]) -> list[str]:
+    return [
+        v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in values
+    ]
+
+
+# --- NDJSON ------------------------------------------------------------------------------
+
+
+def _read_ndjson(stream: IO[bytes], max_line_bytes: int) -> Iterator[RawRecord]:
+    row = 0
+    first = True
+    readline = stream.readline
+    while True:
+        line = readline(max_line_bytes + 1)
+        if not line:
+            return
+        if first:
+            first = False
+            if line.startswith(codecs.BOM_UTF8):
+                line = line[3:]
+        if len(line) > max_line_bytes and not line.endswith(b"\n"):
+            # Too long: skip the rest of the line without holding it.
+            while True:
+                rest = readline(max_line_bytes)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            row += 1
+            yield RawRecord(row, None, None, f"the line is longer than {max_line_bytes} bytes")
+            continue
+        if not line.strip():
+            continue
+        row += 1
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            original = line.decode("utf-8", "replace").rstrip("\r\n")
+            yield RawRecord(row, None, {"_raw": original}, f"the line is not valid JSON: {exc}")
+            continue
+        if not isinstance(data, dict):
+            yield RawRecord(row, None, {"_raw": data}, "the line is not a JSON object")
+            continue
+        yield RawRecord(row, data, None)
+
+
+# --- JSON array --------------------------------------------------------------------------
+
+
+def _read_json(stream: IO[bytes]) -> Iterator[RawRecord]:
+    head = sniff(stream).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head:
+        raise UnreadableFile("the file is empty")
+    if head.startswith(b"{"):
+        prefix = ""  # a single object is a one-record file
+    elif head.startswith(b"["):
+        prefix = "item"
+    else:
+        raise UnreadableFile("a JSON file must hold an array of objects (or one object)")
+    row = 0
+    try:
+        for item in ijson.items(stream, prefix, use_float=True):
+            row += 1
+            if isinstance(item, dict):
+                yield RawRecord(row, item, None)
+            else:
+                yield RawRecord(row, None, {"_raw": item}, "the array element is not an object")
+    except ijson.JSONError as exc:
+        row += 1
+        yield RawRecord(
+            row, None, None,
+            f"the JSON document is invalid from here on, so the rest of the file was skipped: {exc}",
+        )

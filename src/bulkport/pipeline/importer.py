@@ -1,0 +1,204 @@
+"""The import pipeline for one job: file -> batches -> PostgreSQL, with exact counters.
+
+Runs without a web server: give it a claimed job row, connections and storage.
+
+Exactly-once: each batch's rows, its rejected records and the job's checkpoint
+and counters commit in one transaction, guarded by the lease owner. A job taken
+over by another worker re-reads the file and skips the records up to the last
+committed checkpoint.
+
+Parsing and validation run in a producer thread while the consumer waits on
+PostgreSQL (psycopg releases the GIL during network I/O), so Python and the
+database work at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import dropwhile, islice
+from typing import IO, Any
+
+import psycopg
+
+from bulkport.config import Settings
+from bulkport.errors import Terminal, UnreadableFile
+from bulkport.jobs.status import JobStatus
+from bulkport.jobs.store import STORE, Job
+from bulkport.pipeline import formats
+from bulkport.pipeline.fetch import fetch
+from bulkport.pipeline.load import Loader
+from bulkport.pipeline.types import PreparedBatch, RawRecord, Rejected
+from bulkport.pipeline.validate import BatchPreparer, Mode
+from bulkport.resources import get_resource
+from bulkport.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+#: Prepared batches buffered ahead of the database (bounds memory).
+PREFETCH_BATCHES = 2
+
+ConnFactory = Callable[[], psycopg.Connection[Any]]
+
+
+@dataclass
+class ImportRun:
+    """Everything one run of one import job needs."""
+
+    job: Job
+    owner: str
+    settings: Settings
+    storage: LocalStorage
+    connect: ConnFactory
+    #: Polled between batches: True asks the run to hand the job back (graceful stop).
+    should_stop: Callable[[], bool] = lambda: False
+    error_counts: Counter[str] = field(default_factory=Counter)
+    released: bool = False
+
+
+def run_import(run: ImportRun) -> JobStatus | None:
+    """Process the job to a terminal state; ``None`` when it was handed back unfinished."""
+    job = run.job
+    with run.connect() as book:
+        try:
+            return _run(run, book)
+        except Terminal as exc:
+            log.warning("import %s failed: %s", job["id"], exc.message)
+            STORE.finish(book, "import", job["id"], run.owner, JobStatus.FAILED,
+                         failure_reason=exc.message)
+            return JobStatus.FAILED
+
+
+def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
+    job, settings = run.job, run.settings
+    resource = get_resource(job["resource"])
+    file_key = job["file_key"]
+    if file_key is None:
+        stored = fetch(job["source_url"], run.storage, settings)
+        file_key = stored.key
+        STORE.set_import_source(book, job["id"], run.owner, fmt=job["format"], columns=None,
+                                file_key=file_key, file_size_bytes=stored.size)
+    with run.storage.open_read(file_key) as raw:
+        stream = formats.open_decompressed(raw)
+        head = formats.sniff(stream)
+        if not head.strip():
+            raise UnreadableFile("the file is empty")
+        fmt = (formats.parse_format(job["format"]) or formats.format_from_name(job["file_name"])
+               or formats.format_from_content(head))
+        columns, records = formats.read_records(stream, fmt, max_line_bytes=settings.max_line_bytes)
+        STORE.set_import_source(book, job["id"], run.owner, fmt=fmt.value, columns=columns,
+                                file_key=file_key, file_size_bytes=job["file_size_bytes"])
+        if job["dry_run"] and job["checkpoint"]:
+            STORE.reset_import_progress(book, job["id"], run.owner)
+            job = {**job, "checkpoint": 0, "processed_records": 0, "error_counts": {}}
+        run.error_counts.update(job["error_counts"] or {})
+        preparer = BatchPreparer(resource, Mode(job["mode"]))
+        batches = _prefetch(_prepare(records, preparer, raw, job["checkpoint"],
+                                     settings.batch_size))
+        with run.connect() as data:
+            status = _load_batches(run, batches, data, book)
+    if status is not None:
+        STORE.finish(book, "import", job["id"], run.owner, status)
+    return status
+
+
+def _prepare(records: Iterator[RawRecord], preparer: BatchPreparer, raw: IO[bytes],
+             checkpoint: int, batch_size: int) -> Iterator[PreparedBatch]:
+    # Resume: skip the records that earlier runs committed.
+    records = dropwhile(lambda r: r.row <= checkpoint, records)
+    while chunk := list(islice(records, batch_size)):
+        batch = preparer.prepare(chunk)
+        batch.checkpoint = chunk[-1].row
+        batch.bytes_processed = raw.tell()
+        yield batch
+
+
+def _prefetch(batches: Iterator[PreparedBatch]) -> Iterator[PreparedBatch]:
+    """Run ``batches`` in a thread, PREFETCH_BATCHES ahead of the consumer."""
+    q: queue.Queue[PreparedBatch | BaseException | None] = queue.Queue(PREFETCH_BATCHES)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for b in batches:
+                if stop.is_set():
+                    return
+                q.put(b)
+            q.put(None)
+        except BaseException as exc:
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="import-parse", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+        thread.join(timeout=5)
+
+
+def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch],
+                  data: psycopg.Connection[Any], book: psycopg.Connection[Any],
+                  ) -> JobStatus | None:
+    """Commit batches; return the status to finish with, or None when handed back."""
+    job = run.job
+    dry_run = job["dry_run"]
+    loader = Loader(data, get_resource(job["resource"]), job["mode"])
+    # A dry run loads everything in one transaction that is rolled back at the end, so
+    # database checks see earlier batches; its bookkeeping commits on the other connection.
+    sink = book if dry_run else data
+    totals = Counter({"successful": job["successful_records"], "rejected": job["error_records"],
+                      "failed_batches": job["failed_batches"]})
+    with data.transaction(force_rollback=True) if dry_run else contextlib.nullcontext():
+        for batch in batches:
+            with data.transaction():
+                db_rejected = loader.load(batch.rows)
+                rejected = batch.rejected + [
+                    Rejected(row, batch.originals[row], errs)
+                    for row, errs in db_rejected.items()
+                ]
+                with sink.transaction() if dry_run else contextlib.nullcontext():
+                    status = _commit(run, sink, batch, rejected)
+            totals["successful"] += batch.size - len(rejected)
+            totals["rejected"] += len(rejected)
+            if status is JobStatus.CANCELLED:
+                log.info("import %s cancelled at record %d", job["id"], batch.checkpoint)
+                return None
+            if run.should_stop():
+                STORE.release(book, "import", job["id"], run.owner)
+                run.released = True
+                log.info("import %s handed back at record %d", job["id"], batch.checkpoint)
+                return None
+    if totals["successful"] + totals["rejected"] == 0:
+        raise UnreadableFile("the file holds no records")
+    if totals["rejected"]:
+        return JobStatus.COMPLETED_WITH_ERRORS
+    return JobStatus.COMPLETED
+
+
+def _commit(run: ImportRun, conn: psycopg.Connection[Any], batch: PreparedBatch,
+            rejected: list[Rejected]) -> JobStatus:
+    if rejected:
+        STORE.write_import_errors(conn, run.job["id"], rejected)
+        for rej in rejected:
+            run.error_counts.update(e.code for e in rej.errors)
+    return STORE.commit_import_batch(
+        conn, run.job["id"], run.owner, checkpoint=batch.checkpoint,
+        bytes_processed=batch.bytes_processed, processed=batch.size,
+        successful=batch.size - len(rejected), rejected=len(rejected), failed_batches=0,
+        error_counts=dict(run.error_counts), lease_seconds=run.settings.lease_seconds,
+    )

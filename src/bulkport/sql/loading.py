@@ -1,0 +1,172 @@
+"""Set-based loading statements, derived from a :class:`Resource`.
+
+A batch is COPYed into a temporary staging table; one statement then inserts
+(or upserts) the rows that pass the database checks and returns every staged
+row that was *not* written, with one boolean per reason:
+
+* ``dup_id`` – the id is taken (insert mode),
+* ``dup_key`` – the natural key is taken by another row,
+* ``bad_<ref>`` – a reference points at no row,
+* ``retry`` – nothing above, yet not written: a concurrent writer took the key
+  after our snapshot, or two staged rows resolve to the same stored row. The
+  caller loads such rows again one by one.
+
+Identifiers come from the resource declaration and are quoted with
+``psycopg.sql``; no user input is ever formatted into SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from psycopg import sql
+
+from bulkport.resources import RESOURCES, Resource
+
+
+@dataclass(frozen=True)
+class LoadSQL:
+    stage_table: sql.Identifier
+    create_stage: sql.Composed
+    truncate_stage: sql.Composed
+    copy_stage: sql.Composed
+    statement: sql.Composed
+    #: Names of the boolean columns after ``row`` in the statement's result.
+    flags: tuple[str, ...]
+
+
+def stage_columns(resource: Resource) -> list[tuple[str, str]]:
+    """``(name, type)`` of the staging table: row number, id, id_given, then the fields."""
+    cols = [("row", "bigint"), ("id", "text"), ("id_given", "boolean")]
+    cols += [(f.name, f.sql_type) for f in resource.fields[1:]]
+    return cols
+
+
+def _key_expr(resource: Resource, alias: str) -> sql.Composable:
+    col = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(resource.natural_key or ""))
+    return sql.SQL("lower({})").format(col) if resource.natural_key_ci else col
+
+
+def _ref_flags(resource: Resource) -> list[tuple[str, sql.Composable]]:
+    flags = []
+    for f in resource.references:
+        assert f.references is not None
+        flags.append((
+            f"bad_{f.name}",
+            sql.SQL("NOT EXISTS (SELECT 1 FROM {} r WHERE r.id = st.{})").format(
+                sql.Identifier(RESOURCES[f.references].table), sql.Identifier(f.name)),
+        ))
+    return flags
+
+
+def _insert_values(resource: Resource, alias: str) -> sql.Composed:
+    exprs: list[sql.Composable] = []
+    for f in resource.fields:
+        col = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(f.name))
+        if f.insert_default:
+            exprs.append(sql.SQL("coalesce({}, {})").format(col, sql.SQL(f.insert_default)))  # type: ignore[arg-type]
+        else:
+            exprs.append(col)
+    return sql.SQL(", ").join(exprs)
+
+
+@cache
+def load_sql(resource_name: str, mode: str) -> LoadSQL:
+    resource = RESOURCES[resource_name]
+    table = sql.Identifier(resource.table)
+    stage = sql.Identifier(f"_stage_{resource.name}")
+    cols = stage_columns(resource)
+    create = sql.SQL(
+        "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS"
+    ).format(stage, sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in cols  # type: ignore[arg-type]
+    ))
+    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        stage, sql.SQL(", ").join(sql.Identifier(n) for n, _ in cols))
+    target_cols = sql.SQL(", ").join(sql.Identifier(n) for n in resource.column_names)
+    refs = _ref_flags(resource)
+    ref_select = sql.SQL("").join(sql.SQL(", {} AS {}").format(e, sql.Identifier(n))
+                                  for n, e in refs)
+    ref_any = sql.SQL("").join(sql.SQL(" OR {}").format(sql.Identifier(n)) for n, _ in refs)
+    nk = resource.natural_key
+
+    if mode == "insert":
+        key_flag = (
+            sql.SQL("EXISTS (SELECT 1 FROM {} t WHERE {} = {})").format(
+                table, _key_expr(resource, "t"), _key_expr(resource, "st"))
+            if nk else sql.SQL("false")
+        )
+        statement = sql.SQL("""
+WITH s AS (
+    SELECT st.*,
+           EXISTS (SELECT 1 FROM {table} t WHERE t.id = st.id) AS dup_id,
+           {key_flag} AS dup_key,
+           false AS retry{ref_select}
+    FROM {stage} st
+),
+ins AS (
+    INSERT INTO {table} ({target_cols})
+    SELECT {values} FROM s WHERE NOT (s.dup_id OR s.dup_key{ref_any})
+    ON CONFLICT DO NOTHING
+    RETURNING id
+)
+SELECT s.row, s.dup_id, s.dup_key, s.retry{ref_cols} FROM s
+WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = s.id)
+""").format(table=table, key_flag=key_flag, ref_select=ref_select, stage=stage,
+            target_cols=target_cols, values=_insert_values(resource, "s"), ref_any=ref_any,
+            ref_cols=_ref_cols(refs))
+    else:
+        key_join = (
+            sql.SQL("LEFT JOIN {} bykey ON {} = {}").format(
+                table, _key_expr(resource, "bykey"), _key_expr(resource, "st"))
+            if nk else sql.SQL("")
+        )
+        key_match = sql.SQL("bykey.id") if nk else sql.SQL("NULL::text")
+        sets = []
+        for f in resource.fields[1:]:
+            col = sql.Identifier(f.name)
+            if f.update_default:
+                sets.append(sql.SQL("{} = coalesce(ok.{}, {})").format(
+                    col, col, sql.SQL(f.update_default)))  # type: ignore[arg-type]
+            else:
+                sets.append(sql.SQL("{} = ok.{}").format(col, col))
+        statement = sql.SQL("""
+WITH m AS (
+    SELECT st.*, {key_match} AS key_match, coalesce(byid.id, {key_match}) AS target{ref_select}
+    FROM {stage} st
+    LEFT JOIN {table} byid ON st.id_given AND byid.id = st.id
+    {key_join}
+),
+s AS (
+    SELECT m.*, false AS dup_id,
+           (m.key_match IS NOT NULL AND m.key_match <> m.target) AS dup_key,
+           (m.target IS NOT NULL AND count(*) OVER (PARTITION BY m.target) > 1) AS retry
+    FROM m
+),
+ok AS (SELECT * FROM s WHERE NOT (s.dup_key OR s.retry{ref_any})),
+upd AS (
+    UPDATE {table} t SET {sets}
+    FROM ok WHERE t.id = ok.target
+    RETURNING ok.row
+),
+ins AS (
+    INSERT INTO {table} ({target_cols})
+    SELECT {values} FROM ok WHERE ok.target IS NULL
+    ON CONFLICT DO NOTHING
+    RETURNING id
+)
+SELECT s.row, s.dup_id, s.dup_key, s.retry{ref_cols} FROM s
+WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.row = s.row)
+  AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = s.id)
+""").format(key_match=key_match, ref_select=ref_select,
+            stage=stage, table=table, key_join=key_join, ref_any=ref_any,
+            sets=sql.SQL(", ").join(sets), target_cols=target_cols,
+            values=_insert_values(resource, "ok"), ref_cols=_ref_cols(refs))
+    flags = ("dup_id", "dup_key", "retry", *(n for n, _ in refs))
+    truncate = sql.SQL("TRUNCATE {}").format(stage)
+    return LoadSQL(stage, create, truncate, copy, statement, flags)
+
+
+def _ref_cols(refs: list[tuple[str, sql.Composable]]) -> sql.Composable:
+    return sql.SQL("").join(sql.SQL(", s.{}").format(sql.Identifier(n)) for n, _ in refs)

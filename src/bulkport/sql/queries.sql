@@ -1,0 +1,170 @@
+-- Every fixed SQL statement of bulkport, each under a "-- name:" line.
+-- Dynamic statements (per-resource loading and export) are composed with
+-- psycopg.sql in bulkport/sql/loading.py and bulkport/sql/exporting.py.
+
+-- name: insert_import_job
+INSERT INTO import_jobs (id, idempotency_key, fingerprint, request_id, resource, format, mode,
+                         dry_run, source_url, file_key, file_name, file_size_bytes)
+VALUES (%(id)s, %(idempotency_key)s, %(fingerprint)s, %(request_id)s, %(resource)s, %(format)s,
+        %(mode)s, %(dry_run)s, %(source_url)s, %(file_key)s, %(file_name)s, %(file_size_bytes)s)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING *;
+
+-- name: get_import_job_by_key
+SELECT * FROM import_jobs WHERE idempotency_key = %(idempotency_key)s;
+
+-- name: get_import_job
+SELECT * FROM import_jobs WHERE id = %(id)s;
+
+-- name: list_import_jobs
+SELECT * FROM import_jobs
+WHERE (%(status)s::job_status IS NULL OR status = %(status)s::job_status)
+  AND (%(resource)s::text IS NULL OR resource = %(resource)s)
+  AND (%(after_created)s::timestamptz IS NULL
+       OR (created_at, id) < (%(after_created)s::timestamptz, %(after_id)s::text))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: cancel_import_job
+UPDATE import_jobs
+SET status = 'cancelled', completed_at = now(), updated_at = now()
+WHERE id = %(id)s AND status IN ('pending', 'processing')
+RETURNING *;
+
+-- name: claim_import_job
+-- A pending job, or a processing one whose worker stopped renewing its lease.
+UPDATE import_jobs
+SET status = 'processing', owner = %(owner)s, attempts = attempts + 1,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = coalesce(started_at, now()), updated_at = now()
+WHERE id = (
+    SELECT id FROM import_jobs
+    WHERE status = 'pending' OR (status = 'processing' AND lease_expires_at < now())
+    ORDER BY created_at
+    FOR UPDATE SKIP LOCKED
+    LIMIT 1
+)
+RETURNING *;
+
+-- name: renew_import_lease
+UPDATE import_jobs
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing'
+RETURNING status;
+
+-- name: set_import_source
+UPDATE import_jobs
+SET format = %(format)s, columns = %(columns)s, file_key = %(file_key)s,
+    file_size_bytes = %(file_size_bytes)s, updated_at = now()
+WHERE id = %(id)s AND owner = %(owner)s;
+
+-- name: commit_import_batch
+-- Runs in the batch's transaction: when this worker no longer owns the job no
+-- row is returned and the caller rolls the batch back.
+UPDATE import_jobs
+SET checkpoint = %(checkpoint)s, bytes_processed = %(bytes_processed)s,
+    processed_records = processed_records + %(processed)s,
+    successful_records = successful_records + %(successful)s,
+    error_records = error_records + %(rejected)s,
+    failed_batches = failed_batches + %(failed_batches)s,
+    error_counts = %(error_counts)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    updated_at = now()
+WHERE id = %(id)s AND owner = %(owner)s AND status IN ('processing', 'cancelled')
+RETURNING status;
+
+-- name: reset_import_progress
+-- A dry run cannot resume (its rows were never committed): start it over.
+UPDATE import_jobs
+SET checkpoint = 0, bytes_processed = 0, processed_records = 0, successful_records = 0,
+    error_records = 0, failed_batches = 0, error_counts = '{}', updated_at = now()
+WHERE id = %(id)s AND owner = %(owner)s;
+
+-- name: delete_import_errors
+DELETE FROM import_errors WHERE job_id = %(id)s;
+
+-- name: finish_import_job
+UPDATE import_jobs
+SET status = %(status)s::job_status, total_records = processed_records,
+    failure_reason = %(failure_reason)s, completed_at = now(), updated_at = now(),
+    lease_expires_at = NULL
+WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing'
+RETURNING *;
+
+-- name: release_import_job
+-- Graceful stop: hand the job back so another worker resumes it at once.
+UPDATE import_jobs
+SET status = 'pending', owner = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing';
+
+-- name: list_import_errors
+SELECT row, record, errors FROM import_errors
+WHERE job_id = %(id)s AND row > %(after_row)s
+ORDER BY row
+LIMIT %(limit)s;
+
+-- name: insert_export_job
+INSERT INTO export_jobs (id, idempotency_key, fingerprint, request_id, resource, format,
+                         fields, filters)
+VALUES (%(id)s, %(idempotency_key)s, %(fingerprint)s, %(request_id)s, %(resource)s, %(format)s,
+        %(fields)s, %(filters)s)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING *;
+
+-- name: get_export_job_by_key
+SELECT * FROM export_jobs WHERE idempotency_key = %(idempotency_key)s;
+
+-- name: get_export_job
+SELECT * FROM export_jobs WHERE id = %(id)s;
+
+-- name: list_export_jobs
+SELECT * FROM export_jobs
+WHERE (%(status)s::job_status IS NULL OR status = %(status)s::job_status)
+  AND (%(resource)s::text IS NULL OR resource = %(resource)s)
+  AND (%(after_created)s::timestamptz IS NULL
+       OR (created_at, id) < (%(after_created)s::timestamptz, %(after_id)s::text))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: cancel_export_job
+UPDATE export_jobs
+SET status = 'cancelled', completed_at = now(), updated_at = now()
+WHERE id = %(id)s AND status IN ('pending', 'processing')
+RETURNING *;
+
+-- name: claim_export_job
+UPDATE export_jobs
+SET status = 'processing', owner = %(owner)s, attempts = attempts + 1,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = coalesce(started_at, now()), updated_at = now()
+WHERE id = (
+    SELECT id FROM export_jobs
+    WHERE status = 'pending' OR (status = 'processing' AND lease_expires_at < now())
+    ORDER BY created_at
+    FOR UPDATE SKIP LOCKED
+    LIMIT 1
+)
+RETURNING *;
+
+-- name: renew_export_lease
+UPDATE export_jobs
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing'
+RETURNING status;
+
+-- name: finish_export_job
+UPDATE export_jobs
+SET status = %(status)s::job_status, record_count = %(record_count)s, file_key = %(file_key)s,
+    file_size_bytes = %(file_size_bytes)s, expires_at = %(expires_at)s,
+    failure_reason = %(failure_reason)s, completed_at = now(), updated_at = now(),
+    lease_expires_at = NULL
+WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing'
+RETURNING *;
+
+-- name: release_export_job
+UPDATE export_jobs
+SET status = 'pending', owner = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing';
+
+-- name: health_check
+SELECT 1;
