@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 from psycopg_pool import ConnectionPool
 
 from bulkport import __version__, db
 from bulkport.api import health, imports
 from bulkport.api.errors import RequestIdMiddleware, install_error_handlers
+from bulkport.api.responses import JSONResponse
 from bulkport.api.state import AppState
 from bulkport.config import Settings, get_settings
 from bulkport.storage import LocalStorage
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
             pool.close()
 
     app = FastAPI(title="bulkport", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, default_response_class=ORJSONResponse)
+                  lifespan=lifespan, default_response_class=JSONResponse)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)

@@ -10,10 +10,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bulkport.api.responses import JSONResponse
 from bulkport.errors import BulkportError
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,8 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 def error_response(status: int, code: str, message: str,
                    details: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> ORJSONResponse:
-    return ORJSONResponse(error_body(code, message, details), status_code=status,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status,
                           headers=headers)
 
 
@@ -42,11 +42,11 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BulkportError)
-    async def bulkport_error(request: Request, exc: BulkportError) -> ORJSONResponse:
+    async def bulkport_error(request: Request, exc: BulkportError) -> JSONResponse:
         return error_response(exc.status_code, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
             {"location": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")}
             for e in exc.errors()
@@ -57,12 +57,13 @@ def install_error_handlers(app: FastAPI) -> None:
             {"problems": problems})
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return error_response(exc.status_code, code, str(exc.detail),
+                              headers=dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> ORJSONResponse:
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error",
                               "an unexpected error occurred; report the request_id")

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import psycopg
 from fastapi import APIRouter, Depends
-from fastapi.responses import ORJSONResponse
 
+from bulkport.api.responses import JSONResponse
 from bulkport.api.state import AppState, get_state
 from bulkport.sql import QUERIES
 
@@ -19,7 +19,7 @@ MIN_FREE_DISK_BYTES = 512 * 1024 * 1024
 
 
 @router.get("/health", summary="Liveness and readiness")
-def health(state: Annotated[AppState, Depends(get_state)]) -> ORJSONResponse:
+def health(state: Annotated[AppState, Depends(get_state)]) -> JSONResponse:
     checks = {"database": "ok", "disk_space": "ok"}
     try:
         with state.pool.connection(timeout=2.0) as conn:
@@ -30,5 +30,5 @@ def health(state: Annotated[AppState, Depends(get_state)]) -> ORJSONResponse:
     if free < MIN_FREE_DISK_BYTES:
         checks["disk_space"] = f"failing: {free} bytes free"
     healthy = all(v == "ok" for v in checks.values())
-    return ORJSONResponse({"status": "healthy" if healthy else "unhealthy", "checks": checks},
+    return JSONResponse({"status": "healthy" if healthy else "unhealthy", "checks": checks},
                           status_code=200 if healthy else 503)

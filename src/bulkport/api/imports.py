@@ -9,12 +9,13 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import ORJSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from bulkport.api.errors import request_id_var
+from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import (
     ErrorPage,
     ErrorResponse,
@@ -77,7 +78,7 @@ _UPLOAD_DOC = {
 async def create_import(
     request: Request, state: State,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> ORJSONResponse:
+) -> JSONResponse:
     settings = state.settings
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
@@ -124,7 +125,7 @@ async def create_import(
     if not created and stored is not None:
         state.uploads.delete(stored.key)  # the replayed job keeps its own copy
     view = await run_in_threadpool(_view, state, job)
-    return ORJSONResponse(view, status_code=202 if created else 200,
+    return JSONResponse(view, status_code=202 if created else 200,
                           headers={"Location": f"/v1/imports/{job['id']}"})
 
 
@@ -162,36 +163,36 @@ def list_imports(
     resource: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
-) -> ORJSONResponse:
+) -> JSONResponse:
     if resource is not None:
         get_resource(resource)
     after = tuple(decode_cursor(cursor, 2)) if cursor else None
     with state.conn() as conn:
-        jobs = STORE.list(conn, JobKind.IMPORT, status=status, resource=resource, limit=limit,
-                          after=after)  # type: ignore[arg-type]
+        jobs = STORE.list_jobs(conn, JobKind.IMPORT, status=status, resource=resource, limit=limit,
+                          after=after)  # type: ignore[arg-type,unused-ignore]
     data = [import_job_view(j, []) for j in jobs]
     nxt = encode_cursor(jobs[-1]["created_at"], jobs[-1]["id"]) if len(jobs) == limit else None
-    return ORJSONResponse({"data": data, "next_cursor": nxt})
+    return JSONResponse({"data": data, "next_cursor": nxt})
 
 
 @router.get("/{job_id}", response_model=ImportJob, responses=ERRORS, summary="Import status")
-def get_import(job_id: str, state: State) -> ORJSONResponse:
+def get_import(job_id: str, state: State) -> JSONResponse:
     with state.conn() as conn:
         job = STORE.get(conn, JobKind.IMPORT, job_id)
         rows = STORE.import_errors(conn, job_id, after_row=0, limit=FIRST_ERRORS)
-    return ORJSONResponse(import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS]))
+    return JSONResponse(import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS]))
 
 
 @router.post("/{job_id}/cancel", response_model=ImportJob, responses=ERRORS,
              summary="Cancel a pending or processing import")
-def cancel_import(job_id: str, state: State) -> ORJSONResponse:
+def cancel_import(job_id: str, state: State) -> JSONResponse:
     with state.conn() as conn:
         job = STORE.cancel(conn, JobKind.IMPORT, job_id)
         if job is None:
             current = STORE.get(conn, JobKind.IMPORT, job_id)
             raise Conflict(f"the job is {current['status']}; only pending or processing jobs "
                            "can be cancelled", status=current["status"])
-    return ORJSONResponse(import_job_view(job, []))
+    return JSONResponse(import_job_view(job, []))
 
 
 @router.get("/{job_id}/errors", response_model=ErrorPage, responses=ERRORS,
@@ -209,7 +210,7 @@ def import_errors(
         with state.conn() as conn:
             rows = STORE.import_errors(conn, job_id, after_row=after, limit=limit)
         nxt = encode_cursor(rows[-1]["row"]) if len(rows) == limit else None
-        return ORJSONResponse({"data": flatten_errors(rows), "next_cursor": nxt})
+        return JSONResponse({"data": flatten_errors(rows), "next_cursor": nxt})
     name = f"import-{job_id}-errors.{format}"
     body = _ndjson_rejects(state, job_id) if format == "ndjson" else _csv_rejects(state, job)
     media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"

@@ -85,7 +85,7 @@ class JobStore:
             raise NotFound(f"no {kind} job with id {job_id!r}")
         return job
 
-    def list(
+    def list_jobs(
         self, conn: Conn, kind: JobKind, *, status: str | None, resource: str | None,
         limit: int, after: tuple[datetime, str] | None,
     ) -> list[Job]:

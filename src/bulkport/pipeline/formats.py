@@ -142,10 +142,18 @@ def _read_csv(stream: IO[bytes], max_line_bytes: int) -> tuple[list[str], Iterat
     dupes = sorted({c for c in columns if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
     if dupes:
         raise UnreadableFile(f"the CSV header repeats column(s): {', '.join(dupes)}")
-    return columns, _guard(_csv_rows(reader, columns))
+    return columns, _guard(_csv_rows(text, reader, columns))
 
 
-def _csv_rows(reader: Any, columns: list[str]) -> Iterator[RawRecord]:
+def _csv_rows(text: io.TextIOWrapper, reader: Any, columns: list[str]) -> Iterator[RawRecord]:
+    try:
+        yield from _csv_records(reader, columns)
+    finally:
+        # A collected TextIOWrapper closes the stream under it; the caller owns that stream.
+        text.detach()
+
+
+def _csv_records(reader: Any, columns: list[str]) -> Iterator[RawRecord]:
     width = len(columns)
     row = 0
     while True:
@@ -253,5 +261,6 @@ def _read_json(stream: IO[bytes]) -> Iterator[RawRecord]:
         row += 1
         yield RawRecord(
             row, None, None,
-            f"the JSON document is invalid from here on, so the rest of the file was skipped: {exc}",
+            "the JSON document is invalid from here on, "
+            f"so the rest of the file was skipped: {exc}",
         )

@@ -28,7 +28,7 @@ import psycopg
 
 from bulkport.config import Settings
 from bulkport.errors import Terminal, UnreadableFile
-from bulkport.jobs.status import JobStatus
+from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, Job
 from bulkport.pipeline import formats
 from bulkport.pipeline.fetch import fetch
@@ -69,7 +69,7 @@ def run_import(run: ImportRun) -> JobStatus | None:
             return _run(run, book)
         except Terminal as exc:
             log.warning("import %s failed: %s", job["id"], exc.message)
-            STORE.finish(book, "import", job["id"], run.owner, JobStatus.FAILED,
+            STORE.finish(book, JobKind.IMPORT, job["id"], run.owner, JobStatus.FAILED,
                          failure_reason=exc.message)
             return JobStatus.FAILED
 
@@ -103,7 +103,7 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
         with run.connect() as data:
             status = _load_batches(run, batches, data, book)
     if status is not None:
-        STORE.finish(book, "import", job["id"], run.owner, status)
+        STORE.finish(book, JobKind.IMPORT, job["id"], run.owner, status)
     return status
 
 
@@ -179,7 +179,7 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch],
                 log.info("import %s cancelled at record %d", job["id"], batch.checkpoint)
                 return None
             if run.should_stop():
-                STORE.release(book, "import", job["id"], run.owner)
+                STORE.release(book, JobKind.IMPORT, job["id"], run.owner)
                 run.released = True
                 log.info("import %s handed back at record %d", job["id"], batch.checkpoint)
                 return None

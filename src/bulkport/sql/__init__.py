@@ -20,7 +20,7 @@ def _load() -> dict[str, sql.SQL]:
     queries: dict[str, sql.SQL] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
-        queries[name] = sql.SQL("\n".join(lines).rstrip().rstrip(";"))  # type: ignore[arg-type]
+        queries[name] = sql.SQL("\n".join(lines).rstrip().rstrip(";"))
     return queries
 
 

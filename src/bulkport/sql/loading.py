@@ -4,10 +4,10 @@ A batch is COPYed into a temporary staging table; one statement then inserts
 (or upserts) the rows that pass the database checks and returns every staged
 row that was *not* written, with one boolean per reason:
 
-* ``dup_id`` – the id is taken (insert mode),
-* ``dup_key`` – the natural key is taken by another row,
-* ``bad_<ref>`` – a reference points at no row,
-* ``retry`` – nothing above, yet not written: a concurrent writer took the key
+* ``dup_id`` - the id is taken (insert mode),
+* ``dup_key`` - the natural key is taken by another row,
+* ``bad_<ref>`` - a reference points at no row,
+* ``retry`` - nothing above, yet not written: a concurrent writer took the key
   after our snapshot, or two staged rows resolve to the same stored row. The
   caller loads such rows again one by one.
 
@@ -49,7 +49,7 @@ def _key_expr(resource: Resource, alias: str) -> sql.Composable:
 
 
 def _ref_flags(resource: Resource) -> list[tuple[str, sql.Composable]]:
-    flags = []
+    flags: list[tuple[str, sql.Composable]] = []
     for f in resource.references:
         assert f.references is not None
         flags.append((
@@ -65,7 +65,7 @@ def _insert_values(resource: Resource, alias: str) -> sql.Composed:
     for f in resource.fields:
         col = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(f.name))
         if f.insert_default:
-            exprs.append(sql.SQL("coalesce({}, {})").format(col, sql.SQL(f.insert_default)))  # type: ignore[arg-type]
+            exprs.append(sql.SQL("coalesce({}, {})").format(col, sql.SQL(f.insert_default)))
         else:
             exprs.append(col)
     return sql.SQL(", ").join(exprs)
@@ -80,7 +80,7 @@ def load_sql(resource_name: str, mode: str) -> LoadSQL:
     create = sql.SQL(
         "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS"
     ).format(stage, sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in cols  # type: ignore[arg-type]
+        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in cols
     ))
     copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
         stage, sql.SQL(", ").join(sql.Identifier(n) for n, _ in cols))
@@ -128,7 +128,7 @@ WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = s.id)
             col = sql.Identifier(f.name)
             if f.update_default:
                 sets.append(sql.SQL("{} = coalesce(ok.{}, {})").format(
-                    col, col, sql.SQL(f.update_default)))  # type: ignore[arg-type]
+                    col, col, sql.SQL(f.update_default)))
             else:
                 sets.append(sql.SQL("{} = ok.{}").format(col, col))
         statement = sql.SQL("""
