@@ -26,6 +26,7 @@ from bulkport.api.schemas import (
     flatten_errors,
     import_job_view,
 )
+from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
 from bulkport.errors import BadRequest, Conflict, PayloadTooLarge
 from bulkport.jobs.status import JobKind, JobStatus
@@ -112,13 +113,14 @@ async def create_import(
             raise BadRequest(
                 f"invalid JSON body: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         request_fields = _import_params(body.model_dump())
-        url = check_url(body.file_url)
+        url = await run_in_threadpool(check_url, body.file_url, settings)
         source = {"file_key": None, "file_name": url.rsplit("/", 1)[-1].split("?")[0],
                   "file_size_bytes": None, "source_url": url}
         identity = {"file_url": url}
     else:
         raise BadRequest("send multipart/form-data (file upload) or application/json (file_url)")
-    values = {**request_fields, **source, "idempotency_key": idempotency_key,
+    values = {**request_fields, **source,
+              "idempotency_key": scoped_idempotency_key(request, idempotency_key),
               "request_id": request_id_var.get(),
               "fingerprint": fingerprint(**request_fields, **identity)}
     job, created = await run_in_threadpool(_create, state, values)
@@ -206,16 +208,32 @@ def import_errors(
     with state.conn() as conn:
         job = STORE.get(conn, JobKind.IMPORT, job_id)
     if format == "json":
-        after = int(decode_cursor(cursor, 1)[0]) if cursor else 0
-        with state.conn() as conn:
-            rows = STORE.import_errors(conn, job_id, after_row=after, limit=limit)
-        nxt = encode_cursor(rows[-1]["row"]) if len(rows) == limit else None
-        return JSONResponse({"data": flatten_errors(rows), "next_cursor": nxt})
+        return JSONResponse(_error_page(state, job_id, limit, cursor))
     name = f"import-{job_id}-errors.{format}"
     body = _ndjson_rejects(state, job_id) if format == "ndjson" else _csv_rejects(state, job)
     media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"
     return StreamingResponse(body, media_type=media,
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _error_page(state: AppState, job_id: str, limit: int, cursor: str | None
+                ) -> dict[str, Any]:
+    """``limit`` error entries; the cursor is the (row, index) of the next entry.
+
+    A record with several problems may straddle two pages, so that ``limit`` always
+    counts entries (the items of ``data``), never records.
+    """
+    row, skip = decode_cursor(cursor, 2) if cursor else (1, 0)
+    if not (isinstance(row, int) and isinstance(skip, int)):
+        raise BadRequest("invalid cursor; pass the next_cursor of a previous page")
+    # Every stored record has at least one entry: limit + 1 records always hold the
+    # limit + 1 entries needed to know whether another page exists.
+    with state.conn() as conn:
+        rows = STORE.import_errors(conn, job_id, after_row=row - 1, limit=limit + 1)
+    entries = [(r["row"], i, e) for r in rows for i, e in enumerate(r["errors"])
+               if r["row"] != row or i >= skip]
+    nxt = encode_cursor(entries[limit][0], entries[limit][1]) if len(entries) > limit else None
+    return {"data": [{"row": r, **e} for r, _, e in entries[:limit]], "next_cursor": nxt}
 
 
 #: Rejected records read per query while streaming a download.
