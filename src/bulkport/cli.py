@@ -40,12 +40,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
     db.migrate(url)
     pool = WorkerPool(url, settings.workers)
     pool.start()
+    # uvicorn re-raises the signal that stopped it once it has shut down. With the
+    # default SIGTERM action that killed this process on the spot, before
+    # ``pool.stop()``: the workers were orphaned mid-job instead of finishing their
+    # batch and handing the job back. Turn SIGTERM into SystemExit so ``finally`` runs.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(create_app(settings, url), host=args.host or settings.host,
                     port=args.port or settings.port, log_config=None, access_log=False,
                     timeout_graceful_shutdown=10)
     finally:
         pool.stop()
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the stop short
+    raise SystemExit(0)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
