@@ -29,7 +29,7 @@ from bulkport.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
-#: A job claimed this many times without finishing is failed (a poison job).
+#: A job claimed this many times without committing a batch is failed (a poison job).
 MAX_ATTEMPTS = 10
 #: Backoff after the database failed under us (seconds, doubled up to the cap).
 BACKOFF_START_SECONDS = 0.5

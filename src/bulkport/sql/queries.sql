@@ -61,8 +61,10 @@ WHERE id = %(id)s AND owner = %(owner)s;
 -- name: commit_import_batch
 -- Runs in the batch's transaction: when this worker no longer owns the job no
 -- row is returned and the caller rolls the batch back.
+-- Progress resets the attempt count: MAX_ATTEMPTS bounds claims that commit
+-- nothing (a poison job), not the hand-backs and crashes of a long import.
 UPDATE import_jobs
-SET checkpoint = %(checkpoint)s, bytes_processed = %(bytes_processed)s,
+SET attempts = 1, checkpoint = %(checkpoint)s, bytes_processed = %(bytes_processed)s,
     processed_records = processed_records + %(processed)s,
     successful_records = successful_records + %(successful)s,
     error_records = error_records + %(rejected)s,
