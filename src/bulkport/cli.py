@@ -34,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from bulkport.logs import setup_logging
 
     settings = get_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = db.database_url(settings)
     db.migrate(url)
@@ -65,11 +65,15 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from bulkport.logs import setup_logging
 
     settings = get_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     url = db.database_url(settings)
     db.migrate(url)
     pool = WorkerPool(url, max(1, settings.workers))
     pool.start()
+    if settings.worker_metrics_port:
+        from bulkport.metrics import serve_worker_metrics
+
+        serve_worker_metrics(settings.host, settings.worker_metrics_port)
     stopped: list[int] = []
 
     def stop(signum: int, frame: Any) -> None:
@@ -88,7 +92,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     from bulkport.logs import setup_logging
 
     settings = get_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     applied = db.migrate(db.database_url(settings))
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
@@ -132,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     _apply_common(args)
+    if args.command in ("serve", "worker"):  # before anything imports prometheus_client
+        from bulkport import multiprocess
+        from bulkport.config import get_settings
+
+        multiprocess.prepare(get_settings().data_dir, args.command)
     try:
         args.func(args)
     except KeyboardInterrupt:

@@ -6,11 +6,13 @@ descriptions here are the source of that table.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -37,7 +39,9 @@ class Settings(BaseSettings):
     allowed_roles: list[str] = Field(
         ["admin", "author", "reader"], description="Accepted user roles (JSON list)"
     )
-    fetch_timeout_seconds: float = Field(60.0, gt=0, description="file_url download timeout")
+    fetch_timeout_seconds: float = Field(
+        60.0, gt=0, description="file_url connect timeout and longest wait for more data"
+    )
     allow_private_urls: bool = Field(
         False, description="Allow file_url to reach loopback/private addresses"
     )
@@ -45,6 +49,47 @@ class Settings(BaseSettings):
         24 * 3600, ge=60, description="How long an export file is kept and downloadable"
     )
     log_level: str = Field("INFO", description="Logging level")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="`json` lines, readable `console` lines, or `auto` (console on a TTY)"
+    )
+    # --- security and operations (docs/operations.md) ---
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        [], repr=False,
+        description="Accepted API keys, comma-separated or a JSON list; empty = no auth",
+    )
+    metrics_require_key: bool = Field(False, description="`/metrics` also needs an API key")
+    health_require_key: bool = Field(False, description="`/health` also needs an API key")
+    rate_limit_per_minute: int = Field(
+        6000, ge=0, description="Sustained /v1 requests per minute per API key (or client "
+        "address without keys), per server process; 0 = no limit"
+    )
+    rate_limit_burst: int | None = Field(
+        None, ge=1, description="Requests allowed at once above the sustained rate; "
+        "unset = a tenth of RATE_LIMIT_PER_MINUTE"
+    )
+    min_free_disk_bytes: int = Field(
+        512 * 1024**2, ge=0, description="`/health` fails below this much free space in DATA_DIR"
+    )
+    fetch_allow_list: Annotated[list[str], NoDecode] = Field(
+        [], description="Hosts or networks (CIDR) file_url may reach even when private, "
+        "comma-separated or a JSON list"
+    )
+    fetch_max_seconds: float = Field(
+        3600.0, gt=0, description="Total time limit of one file_url download"
+    )
+    worker_metrics_port: int | None = Field(
+        None, description="`bulkport worker` serves its Prometheus metrics on this port"
+    )
+
+    @field_validator("api_keys", "fetch_allow_list", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        """Accept a JSON list or comma-separated text (the usual form in an env file)."""
+        if isinstance(value, str):
+            text = value.strip()
+            items = json.loads(text) if text.startswith("[") else text.split(",")
+            return [str(i).strip() for i in items if str(i).strip()]
+        return value
 
     @property
     def upload_dir(self) -> Path:

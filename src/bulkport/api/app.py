@@ -9,9 +9,13 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from bulkport import __version__, db
-from bulkport.api import health, imports
+from bulkport.api import health, imports, metrics
+from bulkport.api.bodylimit import BodyLimitMiddleware
 from bulkport.api.errors import RequestIdMiddleware, install_error_handlers
+from bulkport.api.observe import ObserveMiddleware
+from bulkport.api.ratelimit import RateLimitMiddleware
 from bulkport.api.responses import JSONResponse
+from bulkport.api.security import ApiKeyMiddleware, document_security
 from bulkport.api.state import AppState
 from bulkport.config import Settings, get_settings
 from bulkport.storage import LocalStorage
@@ -44,8 +48,15 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
 
     app = FastAPI(title="bulkport", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan, default_response_class=JSONResponse)
+    # Outermost last: request id → observe → rate limit → API key → body limit → routes.
+    app.add_middleware(BodyLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(ApiKeyMiddleware, settings=settings)
+    app.add_middleware(RateLimitMiddleware, settings=settings)
+    app.add_middleware(ObserveMiddleware)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    document_security(app)
     app.include_router(imports.router)
     return app

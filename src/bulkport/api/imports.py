@@ -26,6 +26,7 @@ from bulkport.api.schemas import (
     flatten_errors,
     import_job_view,
 )
+from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
 from bulkport.errors import BadRequest, Conflict, PayloadTooLarge
 from bulkport.jobs.status import JobKind, JobStatus
@@ -112,13 +113,14 @@ async def create_import(
             raise BadRequest(
                 f"invalid JSON body: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         request_fields = _import_params(body.model_dump())
-        url = check_url(body.file_url)
+        url = await run_in_threadpool(check_url, body.file_url, settings)
         source = {"file_key": None, "file_name": url.rsplit("/", 1)[-1].split("?")[0],
                   "file_size_bytes": None, "source_url": url}
         identity = {"file_url": url}
     else:
         raise BadRequest("send multipart/form-data (file upload) or application/json (file_url)")
-    values = {**request_fields, **source, "idempotency_key": idempotency_key,
+    values = {**request_fields, **source,
+              "idempotency_key": scoped_idempotency_key(request, idempotency_key),
               "request_id": request_id_var.get(),
               "fingerprint": fingerprint(**request_fields, **identity)}
     job, created = await run_in_threadpool(_create, state, values)

@@ -7,6 +7,7 @@ No SQL and no import logic live here: job state goes through
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import multiprocessing
 import os
@@ -19,9 +20,10 @@ from typing import Any
 
 import psycopg
 
-from bulkport import db
+from bulkport import db, metrics
 from bulkport.config import Settings, get_settings
 from bulkport.errors import LeaseLost, Retryable
+from bulkport.jobs.report import job_log_context, report_finished
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, Job
 from bulkport.pipeline.importer import ImportRun, run_import
@@ -84,7 +86,8 @@ class Worker:
             with self.connect() as conn:
                 job = STORE.claim(conn, kind, self.name, self.settings.lease_seconds)
             if job is not None:
-                self._run(kind, runner, job)
+                with job_log_context(kind, job):
+                    self._run(kind, runner, job)
                 return True
         return False
 
@@ -94,7 +97,7 @@ class Worker:
             self._fail(kind, job_id, f"gave up after {MAX_ATTEMPTS} attempts")
             return
         log.info("%s job %s claimed (attempt %d)", kind, job_id, job["attempts"])
-        with _Heartbeat(self, kind, job_id):
+        with _Heartbeat(self, kind, job_id), metrics.track_job(kind, job["resource"]):
             try:
                 status = runner(self, job)
             except LeaseLost:
@@ -108,6 +111,11 @@ class Worker:
                 self._fail(kind, job_id, f"internal error: {type(exc).__name__}: {exc}")
                 return
         log.info("%s job %s ended: %s", kind, job_id, status or "handed back")
+        self._report(kind, job_id)
+
+    def _report(self, kind: JobKind, job_id: str) -> None:
+        with contextlib.suppress(psycopg.Error), self.connect() as conn:
+            report_finished(kind, STORE.get(conn, kind, job_id))
 
     def _release(self, kind: JobKind, job_id: str) -> None:
         with contextlib.suppress(psycopg.Error), self.connect() as conn:
@@ -115,9 +123,12 @@ class Worker:
 
     def _fail(self, kind: JobKind, job_id: str, reason: str) -> None:
         with self.connect() as conn:
-            STORE.finish(conn, kind, job_id, self.name, JobStatus.FAILED, failure_reason=reason,
-                         **({"record_count": 0, "file_key": None, "file_size_bytes": None,
-                             "expires_at": None} if kind is JobKind.EXPORT else {}))
+            job = STORE.finish(conn, kind, job_id, self.name, JobStatus.FAILED,
+                               failure_reason=reason,
+                               **({"record_count": 0, "file_key": None, "file_size_bytes": None,
+                                   "expires_at": None} if kind is JobKind.EXPORT else {}))
+        if job is not None:
+            report_finished(kind, job)
 
 
 class _Heartbeat:
@@ -126,7 +137,8 @@ class _Heartbeat:
     def __init__(self, worker: Worker, kind: JobKind, job_id: str) -> None:
         self.worker, self.kind, self.job_id = worker, kind, job_id
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name="lease", daemon=True)
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._beat,),
+                                       name="lease", daemon=True)
 
     def __enter__(self) -> _Heartbeat:
         self.thread.start()
@@ -155,7 +167,7 @@ def worker_process_main(url: str) -> None:
     from bulkport.logs import setup_logging
 
     settings = get_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     worker = Worker(settings, url)
 
     def stop(signum: int, frame: Any) -> None:
@@ -193,6 +205,7 @@ class WorkerPool:
                 if not proc.is_alive() and not self._stop.is_set():
                     log.warning("worker process %s exited (%s); restarting", proc.pid,
                                 proc.exitcode)
+                    metrics.process_dead(proc.pid)
                     self.procs[i] = self._spawn()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -205,3 +218,4 @@ class WorkerPool:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
+            metrics.process_dead(proc.pid)

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import psycopg
 
+from bulkport import metrics
 from bulkport.config import Settings
 from bulkport.errors import Terminal, UnreadableFile
 from bulkport.jobs.status import JobKind, JobStatus
@@ -163,8 +164,10 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch],
     sink = book if dry_run else data
     totals = Counter({"successful": job["successful_records"], "rejected": job["error_records"],
                       "failed_batches": job["failed_batches"]})
+    meter = metrics.JobMeter.for_job("import", job)
     with data.transaction(force_rollback=True) if dry_run else contextlib.nullcontext():
         for batch in batches:
+            meter.start()
             with data.transaction():
                 db_rejected = loader.load(batch.rows)
                 rejected = batch.rejected + [
@@ -175,6 +178,7 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch],
                     status = _commit(run, sink, batch, rejected)
             totals["successful"] += batch.size - len(rejected)
             totals["rejected"] += len(rejected)
+            meter.done(batch.size, len(rejected))
             if status is JobStatus.CANCELLED:
                 log.info("import %s cancelled at record %d", job["id"], batch.checkpoint)
                 return None

@@ -170,3 +170,21 @@ WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing';
 
 -- name: health_check
 SELECT 1;
+
+-- name: queue_stats
+-- Unfinished jobs for /metrics (served by the partial claim indexes): per resource and
+-- status, the count, the age of the oldest, the time since the least recently updated
+-- one changed, and how many hold an expired lease (their worker is gone).
+SELECT 'import' AS type, resource, status::text AS status, count(*) AS jobs,
+       extract(epoch FROM now() - min(created_at))::float8 AS oldest_seconds,
+       extract(epoch FROM now() - min(updated_at))::float8 AS idle_seconds,
+       count(*) FILTER (WHERE lease_expires_at < now()) AS expired_leases
+FROM import_jobs WHERE status IN ('pending', 'processing')
+GROUP BY resource, status
+UNION ALL
+SELECT 'export', resource, status::text, count(*),
+       extract(epoch FROM now() - min(created_at))::float8,
+       extract(epoch FROM now() - min(updated_at))::float8,
+       count(*) FILTER (WHERE lease_expires_at < now())
+FROM export_jobs WHERE status IN ('pending', 'processing')
+GROUP BY resource, status;

@@ -1,0 +1,107 @@
+"""Rate limiting of ``/v1`` per API key (per client address when keys are not in use).
+
+A token bucket per caller: ``BULKPORT_RATE_LIMIT_PER_MINUTE`` tokens a minute,
+up to ``BULKPORT_RATE_LIMIT_BURST`` saved up. A request without a token gets
+**429** ``rate_limited`` with ``Retry-After`` (whole seconds until a token is back).
+
+The buckets live in the memory of one server process: with N instances behind a
+load balancer a caller gets up to N times the limit. That is the intended
+trade-off (no shared store on the request path); put a limit in the proxy for
+a global one.
+
+Callers presenting a wrong key are counted by address, so guessing keys is
+limited too. Behind a reverse proxy the address is the one uvicorn trusts from
+``X-Forwarded-For`` (``FORWARDED_ALLOW_IPS``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bulkport.api.errors import error_response
+from bulkport.api.security import ApiKeys, bearer_token
+from bulkport.config import Settings
+
+#: Buckets kept before idle (full) ones are dropped; bounds memory under many addresses.
+MAX_BUCKETS = 10_000
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class TokenBuckets:
+    """Token buckets by caller; ``take`` returns 0 or the seconds to wait."""
+
+    def __init__(self, per_minute: int, burst: int) -> None:
+        self.rate = per_minute / 60.0  # tokens per second
+        self.capacity = float(burst)
+        self.buckets: dict[str, _Bucket] = {}
+
+    def take(self, caller: str, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        bucket = self.buckets.get(caller)
+        if bucket is None:
+            if len(self.buckets) >= MAX_BUCKETS:
+                self._prune(now)
+            bucket = self.buckets[caller] = _Bucket(self.capacity, now)
+        else:
+            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        """Forget buckets that have refilled (a full bucket is the same as none)."""
+        full = [c for c, b in self.buckets.items()
+                if b.tokens + (now - b.updated) * self.rate >= self.capacity]
+        for caller in full:
+            del self.buckets[caller]
+        while len(self.buckets) >= MAX_BUCKETS:  # all busy: drop the oldest
+            del self.buckets[next(iter(self.buckets))]
+
+
+class RateLimitMiddleware:
+    """Answers 429 with ``Retry-After`` when a caller runs out of tokens."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.per_minute = settings.rate_limit_per_minute
+        burst = settings.rate_limit_burst or max(1, self.per_minute // 10)
+        self.buckets = TokenBuckets(self.per_minute, burst) if self.per_minute else None
+        self.keys = ApiKeys(settings.api_keys)
+
+    def caller(self, scope: Scope) -> str:
+        token = bearer_token(scope) if self.keys.enabled else None
+        kid = self.keys.identify(token) if token else None
+        if kid is not None:
+            return f"key:{kid}"
+        client = scope.get("client")
+        return f"addr:{client[0] if client else 'unknown'}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (self.buckets is None or scope["type"] != "http"
+                or not (path == "/v1" or path.startswith("/v1/"))):
+            await self.app(scope, receive, send)
+            return
+        wait = self.buckets.take(self.caller(scope))
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait))
+            response = error_response(
+                429, "rate_limited",
+                f"too many requests: the limit is {self.per_minute} per minute; "
+                f"retry after {retry_after} s",
+                {"limit_per_minute": self.per_minute, "retry_after_seconds": retry_after},
+                headers={"Retry-After": str(retry_after)})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
