@@ -173,7 +173,7 @@ FLAWS: dict[str, tuple[Flaw, ...]] = {
              own_id=False),
         _bad("duplicate_id", "duplicate_id", D, "id of an earlier accepted article",
              own_id=False),
-        _bad("malformed", "malformed_record", P, "line that is not a JSON object",
+        _bad("malformed", "malformed_record", P, "line that is not JSON, or not an object",
              own_id=False, own_key=False),
     ),
     "comments": (
@@ -372,9 +372,9 @@ class PlanRefs(Refs):
             raise ValueError(f"no {resource} record is accepted: nothing to refer to")
 
     def valid(self, rng: Any) -> str:
-        plan, good, n = self.plan, self.good, len(self.plan)
+        plan, good, n, random_ = self.plan, self.good, len(self.plan), rng.random
         for _ in range(TWIN_TRIES):
-            j = rng.randrange(n)
+            j = int(random_() * n)
             if good[plan[j]]:
                 return self.id_of(j)
         return self.id_of(rng.choice(self.fallback))
@@ -440,7 +440,8 @@ class FileUserRefs(Refs):
                     and ts_ok)
 
     def valid(self, rng: Any) -> str:
-        return str(rng.choice(self.ids))
+        ids = self.ids
+        return ids[int(rng.random() * len(ids))]
 
     def invalid(self, rng: Any) -> str:
         while True:
@@ -472,14 +473,15 @@ class Tally:
     error_counts: Counter[str] = field(default_factory=Counter)
     flaws: Counter[str] = field(default_factory=Counter)
 
-    def add(self, kind: Flaw) -> None:
-        self.records += 1
-        self.flaws[kind.name] += 1
+    def add(self, kind: Flaw, rows: int = 1) -> None:
+        self.records += rows
+        self.flaws[kind.name] += rows
         if kind.accepted:
-            self.successful += 1
+            self.successful += rows
         else:
-            self.rejected += 1
-            self.error_counts.update(kind.codes)
+            self.rejected += rows
+            for code in kind.codes:
+                self.error_counts[code] += rows
 
     def as_dict(self) -> dict[str, Any]:
         return {"file": self.file, "records": self.records, "successful": self.successful,
@@ -512,7 +514,6 @@ class _Generator:
         self.index = flaw_index(self.resource)
         self.plan = make_plan(rows, self.resource, shares, self.rng)
         self.path = path
-        self.tally = Tally(self.resource, path.name)
         self.id_salt = _salt(seed, self.resource)
         self.key_salt = _salt(seed, self.resource + ":key")
         # Which kinds a duplicate may copy, and which a reuse of a rejected key may.
@@ -557,7 +558,7 @@ class _Generator:
         self.plan[i] = 0
         return self.kinds[0]
 
-    def emitted(self, i: int, kind: Flaw) -> None:
+    def emitted(self, i: int) -> None:
         code = self.plan[i]
         if self.key_twin[code]:
             self.last_key_twin = i
@@ -565,7 +566,13 @@ class _Generator:
             self.last_id_twin = i
         if self.rejected_key[code]:
             self.free_rejected_keys.append(i)
-        self.tally.add(kind)
+
+    def tally(self) -> Tally:
+        """What the written file will produce: the plan holds the kind of every row written."""
+        tally = Tally(self.resource, self.path.name)
+        for code, rows in sorted(Counter(self.plan).items()):
+            tally.add(self.kinds[code], rows)
+        return tally
 
     def run(self) -> Tally:
         raise NotImplementedError
@@ -584,7 +591,8 @@ class UsersGenerator(_Generator):
 
     def run(self) -> Tally:
         rng = self.rng
-        random_, choice, randrange = rng.random, rng.choice, rng.randrange
+        random_, choice = rng.random, rng.choice
+        n_first, n_last = len(FIRST_NAMES), len(LAST_NAMES)
         kinds, plan = self.kinds, self.plan
         with self.path.open("w", encoding="utf-8", newline="",
                             buffering=WRITE_BUFFER_BYTES) as f:
@@ -594,9 +602,10 @@ class UsersGenerator(_Generator):
                 kind = kinds[plan[i]]
                 created = BASE_EPOCH_SECONDS + i * ROW_SPACING_SECONDS
                 row = [self.id_of(i), self.email_of(i),
-                       f"{choice(FIRST_NAMES)} {choice(LAST_NAMES)}", choice(ROLES),
-                       "true" if random_() < 0.75 else "false", _iso(created),
-                       _iso(created + randrange(86_400))]
+                       f"{FIRST_NAMES[int(random_() * n_first)]} "
+                       f"{LAST_NAMES[int(random_() * n_last)]}",
+                       ROLES[int(random_() * 3)], "true" if random_() < 0.75 else "false",
+                       _iso(created), _iso(created + int(random_() * 86_400))]
                 if random_() < 0.02:
                     row[2] = f"{row[2].split()[1]}, {row[2].split()[0]}"  # a comma to quote
                 if random_() < 0.01:
@@ -608,8 +617,8 @@ class UsersGenerator(_Generator):
                     if random_() < 0.5:
                         del row[2:4]
                 writer.writerow(row)
-                self.emitted(i, kind)
-        return self.tally
+                self.emitted(i)
+        return self.tally()
 
     def _flaw(self, i: int, kind: Flaw, row: list[str]) -> Flaw:
         rng = self.rng
@@ -673,24 +682,25 @@ class ArticlesGenerator(_Generator):
 
     def run(self) -> Tally:
         rng = self.rng
-        random_, choice, randrange = rng.random, rng.choice, rng.randrange
+        random_, randrange = rng.random, rng.randrange
         kinds, plan, users, bodies = self.kinds, self.plan, self.users, self.bodies
+        n_status, n_bodies = len(ARTICLE_STATUSES), len(bodies)
         with self.path.open("wb", buffering=WRITE_BUFFER_BYTES) as f:
             write = f.write
             for i in range(len(plan)):
                 kind = kinds[plan[i]]
                 slug = self.slug_of(i)
-                status = choice(ARTICLE_STATUSES)
+                status = ARTICLE_STATUSES[int(random_() * n_status)]
                 created = BASE_EPOCH_SECONDS + 86_400 * 8 + i * ROW_SPACING_SECONDS
                 rec: dict[str, Any] = {
                     "id": self.id_of(i), "slug": slug,
                     "title": slug.rsplit("-", 1)[0].replace("-", " ").capitalize(),
                     "description": f"Notes on {slug.split('-')[0]}",
-                    "body": choice(bodies), "author_id": users.valid(rng),
-                    "tags": rng.sample(TAGS, randrange(4)),
+                    "body": bodies[int(random_() * n_bodies)], "author_id": users.valid(rng),
+                    "tags": rng.sample(TAGS, int(random_() * 4)),
                     "published_at": None if status == "draft" else _iso(created + 3600),
                     "status": status, "created_at": _iso(created),
-                    "updated_at": _iso(created + randrange(86_400)),
+                    "updated_at": _iso(created + int(random_() * 86_400)),
                 }
                 r = random_()
                 if r < 0.05:
@@ -706,8 +716,8 @@ class ArticlesGenerator(_Generator):
                 else:
                     write(orjson.dumps(rec))
                 write(b"\n")
-                self.emitted(i, kind)
-        return self.tally
+                self.emitted(i)
+        return self.tally()
 
     def _malformed(self, rec: dict[str, Any]) -> bytes:
         text = orjson.dumps(rec)
@@ -792,8 +802,9 @@ class CommentsGenerator(_Generator):
 
     def run(self) -> Tally:
         rng = self.rng
-        choice, randrange = rng.choice, rng.randrange
+        random_, choice = rng.random, rng.choice
         kinds, plan, bodies = self.kinds, self.plan, self.bodies
+        n_bodies = len(bodies)
         users, articles = self.users, self.articles
         with self.path.open("wb", buffering=WRITE_BUFFER_BYTES) as f:
             write = f.write
@@ -801,9 +812,9 @@ class CommentsGenerator(_Generator):
                 kind = kinds[plan[i]]
                 created = BASE_EPOCH_SECONDS + 86_400 * 30 + i * ROW_SPACING_SECONDS
                 rec: dict[str, Any] = {
-                    "id": self.id_of(i), "body": choice(bodies),
+                    "id": self.id_of(i), "body": bodies[int(random_() * n_bodies)],
                     "article_id": articles.valid(rng), "user_id": users.valid(rng),
-                    "created_at": _iso(created + randrange(60)),
+                    "created_at": _iso(created + int(random_() * 60)),
                 }
                 if kind.name != "clean":
                     kind = self._flaw(i, kind, rec)
@@ -813,8 +824,8 @@ class CommentsGenerator(_Generator):
                 else:
                     write(orjson.dumps(rec))
                 write(b"\n")
-                self.emitted(i, kind)
-        return self.tally
+                self.emitted(i)
+        return self.tally()
 
     def _flaw(self, i: int, kind: Flaw, rec: dict[str, Any]) -> Flaw:
         rng = self.rng
