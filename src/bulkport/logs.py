@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# Record attributes that are not fields; ``color_message`` is uvicorn's ANSI copy of the message.
+_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "color_message"}
 
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "bulkport_log_context", default=MappingProxyType({}))

@@ -79,9 +79,10 @@ class ObserveMiddleware:
         else:
             level = logging.WARNING if status >= 500 else logging.INFO
         client = scope.get("client")
-        log.log(level, "%s %s %d", method, path, status, extra={
-            "event": "http_request", "method": method, "route": route, "path": path,
-            "status": status, "duration_ms": round(seconds * 1000, 1),
-            "client": client[0] if client else None,
-            "api_key_id": (scope.get("state") or {}).get("api_key_id"),
-        })
+        fields = {"event": "http_request", "method": method, "route": route, "path": path,
+                  "status": status, "duration_ms": round(seconds * 1000, 1),
+                  "client": client[0] if client else None}
+        key = (scope.get("state") or {}).get("api_key_id")
+        if key:
+            fields["api_key_id"] = key
+        log.log(level, "%s %s %d", method, path, status, extra=fields)
