@@ -170,24 +170,25 @@ def _csv_records(reader: Any, columns: list[str]) -> Iterator[RawRecord]:
         row += 1
         if len(values) != width:
             yield RawRecord(
-                row, None, {"_raw": values},
+                row, None, {"_raw": values if _is_utf8(values) else _repair(values)},
                 f"the row has {len(values)} columns; the header has {width}",
             )
             continue
         if not _is_utf8(values):
             yield RawRecord(row, None, {"_raw": _repair(values)}, "the row is not valid UTF-8")
             continue
-        yield RawRecord(row, dict(zip(columns, values, strict=True)), None)
+        yield RawRecord(row, values, None)
 
 
 def _is_utf8(values: list[str]) -> bool:
     """True unless a value holds bytes that were not UTF-8 (kept as surrogates)."""
-    for v in values:
-        if not v.isascii():
-            try:
-                v.encode("utf-8")
-            except UnicodeEncodeError:
-                return False
+    joined = "".join(values)
+    if joined.isascii():
+        return True
+    try:
+        joined.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
 
 

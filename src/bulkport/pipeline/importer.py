@@ -98,11 +98,11 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
             STORE.reset_import_progress(book, job["id"], run.owner)
             job = {**job, "checkpoint": 0, "processed_records": 0, "error_counts": {}}
         run.error_counts.update(job["error_counts"] or {})
-        preparer = BatchPreparer(resource, Mode(job["mode"]))
+        preparer = BatchPreparer(resource, Mode(job["mode"]), columns)
         batches = _prefetch(_prepare(records, preparer, raw, job["checkpoint"],
                                      settings.batch_size))
         with run.connect() as data:
-            status = _load_batches(run, batches, data, book)
+            status = _load_batches(run, batches, preparer, data, book)
     if status is not None:
         STORE.finish(book, JobKind.IMPORT, job["id"], run.owner, status)
     return status
@@ -152,7 +152,7 @@ def _prefetch(batches: Iterator[PreparedBatch]) -> Iterator[PreparedBatch]:
         thread.join(timeout=5)
 
 
-def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch],
+def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: BatchPreparer,
                   data: psycopg.Connection[Any], book: psycopg.Connection[Any],
                   ) -> JobStatus | None:
     """Commit batches; return the status to finish with, or None when handed back."""
@@ -169,9 +169,10 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch],
         for batch in batches:
             meter.start()
             with data.transaction():
-                db_rejected = loader.load(batch.rows)
+                db_rejected = loader.load(batch)
+                parsed = batch.originals_for(db_rejected.keys())
                 rejected = batch.rejected + [
-                    Rejected(row, batch.originals[row], errs)
+                    Rejected(row, preparer.original(parsed[row]), errs)
                     for row, errs in db_rejected.items()
                 ]
                 with sink.transaction() if dry_run else contextlib.nullcontext():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +25,13 @@ class RecordError:
 
 @dataclass(slots=True)
 class RawRecord:
-    """One record as read from the file; ``data`` is None when it could not be parsed."""
+    """One record as read from the file; ``data`` is None when it could not be parsed.
+
+    ``data`` is a dict (JSON formats) or a list in the order of the CSV header.
+    """
 
     row: int
-    data: dict[str, Any] | None
+    data: dict[str, Any] | list[Any] | None
     #: What to give back in the rejected-records download (the record as uploaded).
     original: Any
     #: Why the record could not be parsed (``malformed_record``).
@@ -45,10 +49,12 @@ class Rejected:
 class PreparedBatch:
     """A batch after parsing and field validation, ready for the database."""
 
-    #: Clean rows: ``[row, id, id_given, *other columns]`` in staging order.
-    rows: list[list[Any]] = field(default_factory=list)
-    #: Original record of each clean row, by row number (for database rejections).
-    originals: dict[int, Any] = field(default_factory=dict)
+    #: Clean rows in COPY text: ``[id, *other columns, row, id_given]`` (staging order).
+    rows: list[list[str]] = field(default_factory=list)
+    #: Natural key of each clean row as the database compares it (None: no key).
+    keys: list[str | None] = field(default_factory=list)
+    #: Record as parsed, for each clean row (for database rejections).
+    originals: list[Any] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     #: Records consumed from the file once this batch commits.
     checkpoint: int = 0
@@ -56,6 +62,14 @@ class PreparedBatch:
     bytes_processed: int = 0
     #: Records of the file superseded by a later record in this batch (upsert).
     superseded: int = 0
+
+    def originals_for(self, wanted: Collection[int]) -> dict[int, Any]:
+        """The parsed records behind the clean rows with these record numbers."""
+        if not wanted:
+            return {}
+        return {int(values[-2]): data for values, data in zip(self.rows, self.originals,
+                                                              strict=True)
+                if int(values[-2]) in wanted}
 
     @property
     def size(self) -> int:

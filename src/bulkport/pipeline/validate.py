@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from bulkport.errors import BadRequest
 from bulkport.pipeline.types import PreparedBatch, RawRecord, RecordError, Rejected
 from bulkport.resources.base import Resource, truncate_value
+from bulkport.resources.compile import compile_validator, copy_unescape
 
 
 class Mode(enum.StrEnum):
@@ -39,35 +40,50 @@ def parse_mode(value: str | None) -> Mode:
 
 
 class BatchPreparer:
-    """Turns raw records into a :class:`PreparedBatch` for one resource and mode."""
+    """Turns raw records into a :class:`PreparedBatch` for one resource and mode.
 
-    def __init__(self, resource: Resource, mode: Mode) -> None:
+    ``columns`` is the CSV header when records are lists; ``None`` for dicts.
+    """
+
+    def __init__(self, resource: Resource, mode: Mode,
+                 columns: Sequence[str] | None = None) -> None:
         self.resource = resource
         self.mode = mode
-        self.validate = resource.compile_validator()
+        self.columns = list(columns) if columns is not None else None
+        self.validate = compile_validator(resource, columns)
+        self.width = len(resource.fields)
         self.key_index = (
             resource.column_names.index(resource.natural_key) if resource.natural_key else None
         )
         self.key_ci = resource.natural_key_ci
         self.new_id: Callable[[], str] = lambda: str(uuid.uuid4())
 
+    def original(self, data: Any) -> Any:
+        """The record as uploaded, as stored with its errors (CSV rows become dicts)."""
+        if self.columns is not None and isinstance(data, list):
+            return dict(zip(self.columns, data, strict=False))
+        return data
+
     def prepare(self, records: Iterable[RawRecord]) -> PreparedBatch:
         batch = PreparedBatch()
-        slots: dict[int, int] = {}  # row number -> index in batch.rows (upsert merging)
+        rows, keys, originals = batch.rows, batch.keys, batch.originals
         by_id: dict[str, int] = {}
         by_key: dict[str, int] = {}
         validate = self.validate
         key_index = self.key_index
+        key_ci = self.key_ci
         upsert = self.mode is Mode.UPSERT
+        original = self.original
         for rec in records:
-            if rec.data is None:
+            data = rec.data
+            if data is None:
                 batch.rejected.append(Rejected(rec.row, rec.original, [
                     RecordError(rec.row, None, None, "malformed_record",
                                 rec.malformed or "the record could not be parsed")]))
                 continue
-            values, problems = validate(rec.data)
-            if problems:
-                batch.rejected.append(Rejected(rec.row, rec.data, [
+            values, problems = validate(data)
+            if problems is not None:
+                batch.rejected.append(Rejected(rec.row, original(data), [
                     RecordError(rec.row, p.field, truncate_value(p.value), p.code, p.message)
                     for p in problems]))
                 continue
@@ -75,30 +91,36 @@ class BatchPreparer:
             key = None
             if key_index is not None:
                 key = values[key_index]
-                if self.key_ci:
+                if "\\" in key:
+                    key = copy_unescape(key)
+                if key_ci:
                     key = key.lower()
             if upsert:
                 target = by_id.get(rid) if rid is not None else None
                 if target is None and key is not None:
                     target = by_key.get(key)
                 if target is not None:
-                    self._merge(batch, target, rec, values, key, by_key, slots)
+                    self._merge(batch, target, rec, values, key, by_key)
                     continue
+            elif (rid is not None and rid in by_id) or (key is not None and key in by_key):
+                batch.rejected.append(Rejected(rec.row, original(data),
+                                               self._insert_duplicates(rec.row, rid, key,
+                                                                       by_id, by_key)))
+                continue
+            if rid is None:
+                rid = values[0] = self.new_id()
+                values.append(str(rec.row))
+                values.append("f")
             else:
-                dupes = self._insert_duplicates(rec.row, rid, key, by_id, by_key)
-                if dupes:
-                    batch.rejected.append(Rejected(rec.row, rec.data, dupes))
-                    continue
-            given = rid is not None
-            if not given:
-                rid = self.new_id()
-            idx = len(batch.rows)
-            batch.rows.append([rec.row, rid, given, *values[1:]])
-            batch.originals[rec.row] = rec.data
+                values.append(str(rec.row))
+                values.append("t")
+            idx = len(rows)
+            rows.append(values)
+            keys.append(key)
+            originals.append(data)
             by_id[rid] = idx
             if key is not None:
                 by_key[key] = idx
-            slots[rec.row] = idx
         return batch
 
     def _insert_duplicates(
@@ -117,7 +139,7 @@ class BatchPreparer:
 
     def _merge(
         self, batch: PreparedBatch, idx: int, rec: RawRecord, values: list[Any],
-        key: str | None, by_key: dict[str, int], slots: dict[int, int],
+        key: str | None, by_key: dict[str, int],
     ) -> None:
         """Apply ``rec`` over the batch row ``idx`` (upsert: the later record wins)."""
         old = batch.rows[idx]
@@ -125,18 +147,18 @@ class BatchPreparer:
             other = by_key.get(key)
             if other is not None and other != idx:
                 nk = self.resource.natural_key
-                batch.rejected.append(Rejected(rec.row, rec.data, [RecordError(
+                batch.rejected.append(Rejected(rec.row, self.original(rec.data), [RecordError(
                     rec.row, nk, truncate_value(key), f"duplicate_{nk}",
                     f"another record of the file already uses this {nk}")]))
                 return
-            old_key = old[self.key_index + 2] if self.key_index is not None else None
+            old_key = batch.keys[idx]
             if old_key is not None:
-                by_key.pop(old_key.lower() if self.key_ci else old_key, None)
+                by_key.pop(old_key, None)
             by_key[key] = idx
-        old_row = old[0]
-        batch.rows[idx] = [rec.row, old[1], old[2], *values[1:]]
-        del batch.originals[old_row]
-        batch.originals[rec.row] = rec.data
-        del slots[old_row]
-        slots[rec.row] = idx
+        values[0] = old[0]  # the row keeps the id it was first staged with
+        values.append(str(rec.row))
+        values.append(old[-1])
+        batch.rows[idx] = values
+        batch.keys[idx] = key
+        batch.originals[idx] = rec.data
         batch.superseded += 1

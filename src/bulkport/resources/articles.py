@@ -1,21 +1,24 @@
 """Articles: identified by id, or by slug when the id is absent; written by a user."""
 
+from collections.abc import Callable
 from typing import Any
 
-from bulkport.resources.base import Field, Kind, Problem, Resource
+from bulkport.resources.base import NULL, Field, Kind, Problem, Resource
 
 STATUSES = ("draft", "published", "archived")
 SLUG_PATTERN = r"[a-z0-9]+(-[a-z0-9]+)*"
 
 
-def _draft_has_no_published_at(record: dict[str, Any]) -> list[Problem]:
-    if record["status"] == "draft" and record["published_at"] is not None:
+def _draft_has_no_published_at(
+    record: dict[str, str], raw: Callable[[str], Any]
+) -> list[Problem]:
+    if record["status"] == "draft" and record["published_at"] != NULL:
         return [
             Problem(
                 "published_at",
                 "draft_cannot_have_published_at",
                 "a draft cannot have published_at; remove it or change status",
-                record["published_at"].isoformat(),
+                raw("published_at"),
             )
         ]
     return []

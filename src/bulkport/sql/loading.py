@@ -34,13 +34,19 @@ class LoadSQL:
     statement: sql.Composed
     #: Names of the boolean columns after ``row`` in the statement's result.
     flags: tuple[str, ...]
+    #: Fast path: probe of typed arrays (ids, natural keys, references) returning
+    #: ``(ordinal, *probe_flags)`` for the rows that would be rejected.
+    probe: sql.Composed
+    probe_flags: tuple[str, ...]
+    #: Fast path: COPY straight into the table, and its insert defaults as text.
+    copy_target: sql.Composed
+    defaults: sql.Composed
 
 
 def stage_columns(resource: Resource) -> list[tuple[str, str]]:
-    """``(name, type)`` of the staging table: row number, id, id_given, then the fields."""
-    cols = [("row", "bigint"), ("id", "text"), ("id_given", "boolean")]
-    cols += [(f.name, f.sql_type) for f in resource.fields[1:]]
-    return cols
+    """``(name, type)`` of the staging table: the fields, then row number and id_given."""
+    cols = [(f.name, "text" if f.name == "id" else f.sql_type) for f in resource.fields]
+    return [*cols, ("row", "bigint"), ("id_given", "boolean")]
 
 
 def _key_expr(resource: Resource, alias: str) -> sql.Composable:
@@ -165,7 +171,48 @@ WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.row = s.row)
             values=_insert_values(resource, "ok"), ref_cols=_ref_cols(refs))
     flags = ("dup_id", "dup_key", "retry", *(n for n, _ in refs))
     truncate = sql.SQL("TRUNCATE {}").format(stage)
-    return LoadSQL(stage, create, truncate, copy, statement, flags)
+    probe, probe_flags = _probe(resource)
+    copy_target = sql.SQL("COPY {} ({}) FROM STDIN").format(table, target_cols)
+    defaults = sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+        sql.SQL("({})::text").format(sql.SQL(f.insert_default))
+        for f in resource.fields if f.insert_default))
+    return LoadSQL(stage, create, truncate, copy, statement, flags, probe, probe_flags,
+                   copy_target, defaults)
+
+
+def _probe(resource: Resource) -> tuple[sql.Composed, tuple[str, ...]]:
+    """The fast path's conflict probe over ``unnest`` of typed arrays."""
+    table = sql.Identifier(resource.table)
+    arrays = ["id"]
+    flags = [("dup_id", sql.SQL("EXISTS (SELECT 1 FROM {} t WHERE t.id = s.id)").format(table))]
+    if resource.natural_key:
+        arrays.append("key")
+        key_col = sql.Identifier(resource.natural_key)
+        stored = sql.SQL("lower(t.{})").format(key_col) if resource.natural_key_ci else \
+            sql.SQL("t.{}").format(key_col)
+        flags.append(("dup_key", sql.SQL("EXISTS (SELECT 1 FROM {} t WHERE {} = s.key)").format(
+            table, stored)))
+    for f in resource.references:
+        assert f.references is not None
+        arrays.append(f.name)
+        flags.append((f"bad_{f.name}", sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM {} r WHERE r.id = s.{})").format(
+                sql.Identifier(RESOURCES[f.references].table), sql.Identifier(f.name))))
+    names = tuple(n for n, _ in flags)
+    probe = sql.SQL("""
+SELECT * FROM (
+    SELECT s.ord, {flag_exprs}
+    FROM unnest({arrays}) WITH ORDINALITY AS s({cols}, ord)
+) p
+WHERE {any_flag}
+""").format(
+        flag_exprs=sql.SQL(", ").join(sql.SQL("{} AS {}").format(e, sql.Identifier(n))
+                                      for n, e in flags),
+        arrays=sql.SQL(", ").join(sql.SQL("%b::text[]") for _ in arrays),
+        cols=sql.SQL(", ").join(sql.Identifier(a) for a in arrays),
+        any_flag=sql.SQL(" OR ").join(sql.Identifier(n) for n in names),
+    )
+    return probe, names
 
 
 def _ref_cols(refs: list[tuple[str, sql.Composable]]) -> sql.Composable:
