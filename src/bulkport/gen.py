@@ -130,6 +130,7 @@ FLAWS: dict[str, tuple[Flaw, ...]] = {
             own_id=False),
         _ok("email_of_rejected", "reuses the email of an earlier user rejected by field "
             "validation; accepted, since a rejected record is no twin", own_key=False),
+        _ok("active_missing", "active left empty: defaults to true"),
         _bad("invalid_email", "invalid_email_format", F, "malformed email (foo@bar, ...)",
              own_key=False),
         _bad("invalid_role", "invalid_role", F, "role outside admin/author/reader"),
@@ -608,8 +609,6 @@ class UsersGenerator(_Generator):
                        _iso(created), _iso(created + int(random_() * 86_400))]
                 if random_() < 0.02:
                     row[2] = f"{row[2].split()[1]}, {row[2].split()[0]}"  # a comma to quote
-                if random_() < 0.01:
-                    row[4] = ""  # defaults to true
                 if kind.name != "clean":
                     kind = self._flaw(i, kind, row)
                 if kind.name == "malformed":
@@ -625,6 +624,8 @@ class UsersGenerator(_Generator):
         name = kind.name
         if name == "missing_id":
             row[0] = ""
+        elif name == "active_missing":
+            row[4] = ""
         elif name == "email_of_rejected":
             j = self.take_rejected_key()
             if j is None:
