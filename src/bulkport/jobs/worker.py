@@ -175,7 +175,22 @@ def worker_process_main(url: str) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    threading.Thread(target=_stop_when_orphaned, args=(worker,), name="orphan-watch",
+                     daemon=True).start()
     worker.run_forever()
+
+
+#: How often a worker process checks that the process that started it is alive (seconds).
+ORPHAN_CHECK_SECONDS = 1.0
+
+
+def _stop_when_orphaned(worker: Worker) -> None:
+    """Stop gracefully once the parent (``serve``/``worker``) is gone, even after a SIGKILL."""
+    parent = os.getppid()
+    while not worker.stopping.wait(ORPHAN_CHECK_SECONDS):
+        if os.getppid() != parent:
+            log.warning("parent process %d is gone; worker stopping", parent)
+            worker.stopping.set()
 
 
 class WorkerPool:
