@@ -172,3 +172,53 @@ def test_body_limit_stops_reading_at_the_limit() -> None:
     asyncio.run(middleware(scope, receive, send))  # type: ignore[arg-type]
     assert sent[0]["status"] == 413
     assert len(pulled) == 64 + 1  # 64 KiB allowance + 1 byte: refused at the 65th chunk
+
+
+# --- streaming multipart ----------------------------------------------------------------
+
+
+def post_multipart(client, body: bytes):  # type: ignore[no-untyped-def]
+    return client.post("/v1/imports", content=body,
+                       headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
+
+
+def part(name: str, value: bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return f"--b0undary\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+
+
+END = b"--b0undary--\r\n"
+
+
+def test_upload_streams_to_storage_with_fields_in_any_order(app_client: AppClient,
+                                                            tmp_path: Path,
+                                                            clean_db: str) -> None:
+    body = part("file", CSV, "users.csv") + part("resource", b"users") + \
+        part("mode", b"upsert") + END
+    with app_client() as client:
+        resp = post_multipart(client, body)
+    assert resp.status_code == 202, resp.text
+    job = resp.json()
+    assert (job["resource"], job["mode"], job["file_name"]) == ("users", "upsert", "users.csv")
+    assert job["file_size_bytes"] == len(CSV)
+    (stored,) = stored_files(tmp_path)
+    assert stored.read_bytes() == CSV
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (part("resource", b"users") + END, "'file' part"),
+    (part("file", CSV, "a.csv") + part("other", CSV, "b.csv") + END, "exactly one file"),
+    (part("resource", b"users") + part("file", CSV, "a.csv"), "cut short"),  # no end
+    (part("resource", b"x" * 70_000) + part("file", CSV, "a.csv") + END, "longer than"),
+    (b"".join(part(f"f{i}", b"1") for i in range(11)) + part("file", CSV, "a.csv") + END,
+     "too many form fields"),
+    (part("file", CSV, "a.csv") + part("resource", b"posts") + END, "resource"),
+    (b"garbage without any boundary", "malformed"),
+])
+def test_bad_multipart_is_400_and_stores_nothing(app_client: AppClient, tmp_path: Path,
+                                                 body: bytes, message: str) -> None:
+    with app_client() as client:
+        resp = post_multipart(client, body)
+    assert resp.status_code == 400, resp.text
+    assert message in resp.json()["message"]
+    assert stored_files(tmp_path) == []

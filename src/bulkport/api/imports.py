@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from bulkport.api.errors import request_id_var
 from bulkport.api.responses import JSONResponse
@@ -28,6 +27,7 @@ from bulkport.api.schemas import (
 )
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
+from bulkport.api.upload import receive_upload
 from bulkport.errors import BadRequest, Conflict, PayloadTooLarge
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
@@ -35,7 +35,7 @@ from bulkport.pipeline.fetch import check_url
 from bulkport.pipeline.formats import parse_format
 from bulkport.pipeline.validate import parse_mode
 from bulkport.resources import RESOURCES, get_resource
-from bulkport.storage import CHUNK_BYTES, StoredFile
+from bulkport.storage import StoredFile
 
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
 State = Annotated[AppState, Depends(get_state)]
@@ -89,16 +89,15 @@ async def create_import(
     ctype = request.headers.get("content-type", "")
     stored: StoredFile | None = None
     if ctype.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=10)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise BadRequest("multipart upload needs a 'file' part")
-        params = {k: v for k, v in form.items() if isinstance(v, str)}
-        request_fields = _import_params(params)
-        stored = await run_in_threadpool(
-            state.uploads.save, iter(lambda: upload.file.read(CHUNK_BYTES), b""),
-            max_bytes=settings.max_upload_bytes)
-        await upload.close()
+        # The file streams straight into storage; the fields are checked once it is read.
+        upload = await receive_upload(request, state.uploads,
+                                      max_bytes=settings.max_upload_bytes)
+        stored = upload.stored
+        try:
+            request_fields = _import_params(upload.fields)
+        except Exception:
+            state.uploads.delete(stored.key)
+            raise
         if stored.size == 0:
             state.uploads.delete(stored.key)
             raise BadRequest("the uploaded file is empty")

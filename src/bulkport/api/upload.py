@@ -1,0 +1,154 @@
+"""Streaming multipart uploads: the file part goes straight to storage as it arrives.
+
+``request.form()`` first spools an upload to a temporary file and the handler then
+copies it into storage: a 2 GB upload is written twice, half of it to ``/tmp``.
+:func:`receive_upload` feeds the request body to python-multipart's push parser
+and hands the file part's bytes to :meth:`LocalStorage.save_async` chunk by chunk,
+so the upload is written once, hashed on the way, and held to the size limit
+while it streams (the stored file is removed if anything fails).
+
+Form fields (small text parts) may come before or after the file; at most
+:data:`MAX_FIELDS` of at most :data:`MAX_FIELD_BYTES` each, and one file part.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.requests import Request
+
+from bulkport.errors import BadRequest
+from bulkport.storage import LocalStorage, StoredFile
+
+#: Text fields accepted next to the file (resource, format, mode, dry_run, …).
+MAX_FIELDS = 10
+#: Longest text field (bytes): every valid value is a few words.
+MAX_FIELD_BYTES = 64 * 1024
+
+
+@dataclass
+class Upload:
+    """What a multipart request carried: its text fields and the stored file."""
+
+    fields: dict[str, str]
+    stored: StoredFile
+    filename: str | None
+
+
+@dataclass
+class _Part:
+    name: str = ""
+    filename: str | None = None
+    is_file: bool = False
+    data: bytearray = field(default_factory=bytearray)
+
+
+class _Parts:
+    """python-multipart callbacks: collects fields, queues the file part's bytes."""
+
+    def __init__(self, file_field: str, charset: str) -> None:
+        self.file_field = file_field
+        self.charset = charset
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None
+        self.files = 0
+        self.file_bytes: deque[bytes] = deque()
+        self.part = _Part()
+        self.header_name = bytearray()
+        self.header_value = bytearray()
+        self.disposition = b""
+
+    def callbacks(self) -> dict[str, object]:
+        return {"on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data,
+                "on_part_end": self.on_part_end, "on_header_field": self.on_header_field,
+                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
+                "on_headers_finished": self.on_headers_finished}
+
+    def decode(self, raw: bytes) -> str:
+        return raw.decode(self.charset, errors="replace")
+
+    def on_part_begin(self) -> None:
+        self.part = _Part()
+        self.disposition = b""
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if bytes(self.header_name).lower() == b"content-disposition":
+            self.disposition = bytes(self.header_value)
+        self.header_name.clear()
+        self.header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self.disposition)
+        if b"name" not in options:
+            raise BadRequest("every multipart part needs a Content-Disposition header with "
+                             "a name")
+        self.part.name = self.decode(options[b"name"])
+        if b"filename" in options:
+            self.files += 1
+            if self.part.name != self.file_field or self.files > 1:
+                raise BadRequest(f"send exactly one file, in the '{self.file_field}' part")
+            self.part.is_file = True
+            self.filename = self.decode(options[b"filename"])
+        elif len(self.fields) >= MAX_FIELDS:
+            raise BadRequest(f"too many form fields; at most {MAX_FIELDS} are accepted")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.part.is_file:
+            self.file_bytes.append(data[start:end])
+            return
+        self.part.data += data[start:end]
+        if len(self.part.data) > MAX_FIELD_BYTES:
+            raise BadRequest(f"the form field '{self.part.name}' is longer than "
+                             f"{MAX_FIELD_BYTES} bytes")
+
+    def on_part_end(self) -> None:
+        if not self.part.is_file:
+            self.fields[self.part.name] = self.decode(bytes(self.part.data))
+
+
+async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: int,
+                         file_field: str = "file") -> Upload:
+    """Parse a multipart request, storing its file part; 400 when there is no file part."""
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise BadRequest("multipart/form-data needs a boundary parameter in Content-Type")
+    charset = params.get(b"charset", b"utf-8").decode("latin-1")
+    try:
+        charset = codecs.lookup(charset).name
+    except LookupError:
+        charset = "utf-8"
+    parts = _Parts(file_field, charset)
+    parser = MultipartParser(boundary, parts.callbacks())  # type: ignore[arg-type]
+
+    async def file_chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+                while parts.file_bytes:
+                    yield parts.file_bytes.popleft()
+            parser.finalize()
+        except FormParserError as exc:
+            raise BadRequest(f"the multipart body is malformed: {exc}") from None
+        if parser.state != MultipartState.END:  # finalize() does not check it
+            raise BadRequest("the multipart body ends before its closing boundary; "
+                             "the upload was cut short")
+        while parts.file_bytes:
+            yield parts.file_bytes.popleft()
+
+    stored = await storage.save_async(file_chunks(), max_bytes=max_bytes)
+    if parts.files == 0:
+        storage.delete(stored.key)
+        raise BadRequest(f"a multipart upload needs a '{file_field}' part holding the file")
+    return Upload(parts.fields, stored, parts.filename)
