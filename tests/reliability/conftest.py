@@ -75,6 +75,16 @@ def group_alive(pgid: int) -> list[int]:
     return alive
 
 
+class Server(ServerProcess):
+    """``bulkport serve`` that can also be started without waiting for it to be ready."""
+
+    def start_nowait(self) -> Server:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self.log.open("ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+
 class WorkerProcess:
     """``bulkport worker`` (workers only, no HTTP) as a real process."""
 
@@ -99,11 +109,11 @@ class Processes:
     def __init__(self, url: str, tmp_path: Path) -> None:
         self.url = url
         self.tmp_path = tmp_path
-        self.started: list[ServerProcess | WorkerProcess] = []
+        self.started: list[Server | WorkerProcess] = []
 
     def server(self, data_dir: Path | None = None, workers: int = 2,
-               env: dict[str, str] | None = None, url: str | None = None) -> ServerProcess:
-        srv = ServerProcess(url or self.url, data_dir or self.tmp_path / "data", workers,
+               env: dict[str, str] | None = None, url: str | None = None) -> Server:
+        srv = Server(url or self.url, data_dir or self.tmp_path / "data", workers,
                             env={**FAST_ENV, **(env or {})})
         self.started.append(srv)
         return srv
@@ -117,6 +127,10 @@ class Processes:
     def kill_all(self) -> None:
         for p in self.started:
             kill_group(p.proc)
+
+    def full_logs(self) -> str:
+        return "\n".join(p.log.read_text(errors="replace") for p in self.started
+                         if p.log.exists())
 
     def logs(self) -> str:
         parts = []

@@ -37,6 +37,9 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
         pool: ConnectionPool = ConnectionPool(
             db_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
             kwargs={"options": db.CONNECT_OPTIONS, "autocommit": True}, open=True,
+            # Test a connection before handing it out: after a database restart the
+            # idle ones are dead, and each would fail one request before being dropped.
+            check=ConnectionPool.check_connection,
             name="api",
         )
         app.state.bulkport = AppState(settings=settings, url=db_url, pool=pool,
