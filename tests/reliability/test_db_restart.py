@@ -9,6 +9,7 @@ itself and the import ends exactly as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -66,10 +67,8 @@ class PrivatePostgres:
                      pgdata=self.pgdata, user=self.user, timeout=30)
 
     def cleanup(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.start()  # cleanup stops a running server; make sure it is one
-        except Exception:
-            pass
         self.server.cleanup()
 
 
