@@ -37,8 +37,9 @@ def error_response(status: int, code: str, message: str,
                           headers=headers)
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-               401: "unauthorized", 403: "forbidden", 429: "rate_limited"}
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large", 401: "unauthorized", 403: "forbidden",
+               429: "rate_limited"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -95,8 +96,12 @@ class RequestIdMiddleware:
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
                 message["headers"] = headers
@@ -104,5 +109,14 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Starlette answers unhandled errors outside every middleware, so its 500 would
+            # carry neither the header nor the request_id: answer here instead.
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            response = error_response(500, "internal_error",
+                                      "an unexpected error occurred; report the request_id")
+            await response(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
