@@ -120,7 +120,9 @@ class JobStore:
                           file_size_bytes: int | None) -> None:
         conn.execute(QUERIES["set_import_source"], {
             "id": job_id, "owner": owner, "format": fmt,
-            "columns": Jsonb(list(columns)) if columns is not None else None,
+            # jsonb cannot hold NUL; a header of a binary file may (as import_errors may).
+            "columns": Jsonb([c.replace("\x00", "\ufffd") for c in columns])
+            if columns is not None else None,
             "file_key": file_key, "file_size_bytes": file_size_bytes,
         })
 
