@@ -153,7 +153,8 @@ def postgres(work: Path, keep: bool) -> Iterator[tuple[str, Path]]:
         warnings.simplefilter("ignore")
         import pgserver
     pgdata = work / "pg"
-    server = pgserver.get_server(pgdata, cleanup_mode="stop" if keep else "delete")
+    server = pgserver.get_server(  # type: ignore[attr-defined]
+        pgdata, cleanup_mode="stop" if keep else "delete")
     try:
         yield server.get_uri(), pgdata
     finally:
@@ -171,9 +172,12 @@ def create_database(uri: str, name: str) -> str:
 def server_settings(url: str) -> dict[str, str]:
     names = ("server_version", "fsync", "synchronous_commit", "full_page_writes",
              "shared_buffers", "max_wal_size", "wal_level")
+    settings = {}
     with psycopg.connect(url) as c:
-        return {n: str(c.execute(sql.SQL("SHOW {}").format(sql.Identifier(n))).fetchone()[0])
-                for n in names}
+        for n in names:
+            row = c.execute(sql.SQL("SHOW {}").format(sql.Identifier(n))).fetchone()
+            settings[n] = str(row[0]) if row else ""
+    return settings
 
 
 def copy_file(url: str, table: str, columns: tuple[str, ...], path: Path) -> float:
@@ -198,7 +202,8 @@ def checkpoint(url: str) -> None:
 def count_rows(url: str, table: str) -> int:
     with psycopg.connect(url) as c:
         row = c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
-        return int(row.fetchone()[0])  # type: ignore[index]
+        found = row.fetchone()
+        return int(found[0]) if found else 0
 
 
 # --- processes and memory -------------------------------------------------------------
