@@ -48,6 +48,23 @@ class Settings(BaseSettings):
     export_ttl_seconds: int = Field(
         24 * 3600, ge=60, description="How long an export file is kept and downloadable"
     )
+    export_streams: int = Field(
+        8, ge=1, description="Streaming exports served at once (each holds one connection)"
+    )
+    # --- export storage (docs/exports.md): S3-compatible when a bucket is set ---
+    s3_bucket: str | None = Field(None, description="Bucket for export files; unset = local")
+    s3_prefix: str = Field("exports/", description="Key prefix of export files in the bucket")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, ...); unset = AWS"
+    )
+    s3_region: str | None = Field(None, description="Bucket region")
+    s3_access_key_id: str | None = Field(
+        None, repr=False, description="Access key; unset = boto3's default credential chain"
+    )
+    s3_secret_access_key: str | None = Field(None, repr=False, description="Secret key")
+    s3_url_ttl_seconds: int = Field(
+        3600, ge=1, description="Lifetime of a presigned download URL (capped by expiry)"
+    )
     log_level: str = Field("INFO", description="Logging level")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="`json` lines, readable `console` lines, or `auto` (console on a TTY)"

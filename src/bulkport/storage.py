@@ -12,9 +12,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from bulkport.errors import PayloadTooLarge
+
+if TYPE_CHECKING:
+    from bulkport.config import Settings
 
 #: Copy chunk size (bytes): large enough to amortise syscalls, small enough to stay flat.
 CHUNK_BYTES = 1024 * 1024
@@ -98,3 +101,107 @@ class _Sink:
     @property
     def stored(self) -> StoredFile:
         return StoredFile(self.key, self.size, self.digest.hexdigest())
+
+
+# --- export files -------------------------------------------------------------------------
+#
+# An export is written to a local temporary file (``<key>.part`` in the export
+# directory) and published only when complete: renamed in place (local) or
+# uploaded (S3, where an object appears only once its upload has finished). A
+# failed or cancelled export therefore never leaves a partial file behind.
+
+#: Longest lifetime S3 accepts for a SigV4 presigned URL (seconds).
+PRESIGN_MAX_SECONDS = 7 * 24 * 3600
+
+
+class StorageError(Exception):
+    """The storage backend refused an operation (upload, delete)."""
+
+
+class ExportStorage(LocalStorage):
+    """Export files in a local directory; downloads go through the API."""
+
+    remote = False
+
+    def temp_path(self, key: str) -> Path:
+        return self.path(key + ".part")
+
+    def publish(self, tmp: Path, key: str) -> None:
+        os.replace(tmp, self.path(key))
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def presigned_url(self, key: str, *, expires_in: int, filename: str) -> str | None:
+        """A direct download URL, or ``None`` when downloads go through the API."""
+        return None
+
+
+class S3ExportStorage(ExportStorage):
+    """Export files in an S3-compatible bucket; downloads are presigned URLs.
+
+    Files are staged in the local export directory while they are written, then
+    uploaded (multipart, streamed from disk: memory stays flat) and removed.
+    """
+
+    remote = True
+
+    def __init__(self, root: Path, *, bucket: str, prefix: str = "", endpoint_url: str | None,
+                 region: str | None, access_key_id: str | None,
+                 secret_access_key: str | None) -> None:
+        super().__init__(root)
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=region,
+            aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
+            # Path-style addressing works with every S3-compatible server (MinIO, moto...).
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                          retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def object_key(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def publish(self, tmp: Path, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.upload_file(str(tmp), self.bucket, self.object_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"upload to s3://{self.bucket} failed: {exc}") from exc
+        tmp.unlink(missing_ok=True)
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"delete from s3://{self.bucket} failed: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        return True  # objects appear only complete; their lifetime is the job's
+
+    def presigned_url(self, key: str, *, expires_in: int, filename: str) -> str | None:
+        url: str = self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self.object_key(key),
+                    "ResponseContentDisposition": f'attachment; filename="{filename}"'},
+            ExpiresIn=max(1, min(expires_in, PRESIGN_MAX_SECONDS)),
+        )
+        return url
+
+
+def export_storage(settings: Settings) -> ExportStorage:
+    """The export backend the settings select: S3 when a bucket is configured."""
+    if settings.s3_bucket:
+        return S3ExportStorage(
+            settings.export_dir, bucket=settings.s3_bucket, prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key)
+    return ExportStorage(settings.export_dir)

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from bulkport import __version__, db
-from bulkport.api import health, imports, metrics
+from bulkport.api import exports, health, imports, metrics
 from bulkport.api.bodylimit import BodyLimitMiddleware
 from bulkport.api.errors import RequestIdMiddleware, install_error_handlers
 from bulkport.api.observe import ObserveMiddleware
@@ -62,4 +62,5 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
     app.include_router(metrics.router)
     document_security(app)
     app.include_router(imports.router)
+    app.include_router(exports.router)
     return app

@@ -167,6 +167,15 @@ class JobStore:
             "failure_reason": failure_reason, **extra,
         })
 
+    # --- export files ---------------------------------------------------------------
+
+    def expired_exports(self, conn: Conn, limit: int = MAX_PAGE) -> list[Job]:
+        """``{id, file_key}`` of exports whose file outlived ``expires_at``."""
+        return _all(conn, "list_expired_exports", {"limit": limit})
+
+    def forget_export_file(self, conn: Conn, job_id: str, file_key: str) -> None:
+        conn.execute(QUERIES["forget_export_file"], {"id": job_id, "file_key": file_key})
+
     def import_errors(self, conn: Conn, job_id: str, *, after_row: int,
                       limit: int) -> list[Job]:
         return _all(conn, "list_import_errors",

@@ -26,8 +26,9 @@ from bulkport.errors import LeaseLost, Retryable
 from bulkport.jobs.report import job_log_context, report_finished
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, Job
+from bulkport.pipeline.export_job import ExportRun, run_export
 from bulkport.pipeline.importer import ImportRun, run_import
-from bulkport.storage import LocalStorage
+from bulkport.storage import LocalStorage, export_storage
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,17 @@ def _run_import_job(worker: Worker, job: Job) -> JobStatus | None:
     ))
 
 
-#: What runs each kind of job; the export pipeline registers itself here.
-RUNNERS: dict[JobKind, Runner] = {JobKind.IMPORT: _run_import_job}
+def _run_export_job(worker: Worker, job: Job) -> JobStatus | None:
+    return run_export(ExportRun(
+        job=job, owner=worker.name, settings=worker.settings,
+        storage=export_storage(worker.settings), connect=worker.connect,
+        should_stop=worker.stopping.is_set,
+    ))
+
+
+#: What runs each kind of job.
+RUNNERS: dict[JobKind, Runner] = {JobKind.IMPORT: _run_import_job,
+                                  JobKind.EXPORT: _run_export_job}
 
 
 class Worker:

@@ -22,6 +22,9 @@ EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 NULL = "\\N"
 #: Longest value echoed back in an error entry (characters).
 ERROR_VALUE_MAX_CHARS = 200
+#: A CSV cell the exporter neutralised: one added apostrophe before ``= + - @``
+#: (see :mod:`bulkport.sql.exporting`); the CSV importer removes exactly one.
+FORMULA_ESCAPED = re.compile(r"'+[-=+@]")
 
 
 class Kind(enum.Enum):
@@ -42,6 +45,10 @@ class Kind(enum.Enum):
 
 
 _SQL_TYPES = {Kind.BOOL: "boolean", Kind.TIMESTAMP: "timestamptz", Kind.TAGS: "text[]"}
+#: Free-text kinds whose CSV cells are neutralised against spreadsheet formulas.
+#: Ids and references are not: their alphabet (``[A-Za-z0-9_.:-]``) cannot form a
+#: function call, and they must stay verbatim for joins.
+FORMULA_KINDS = frozenset({Kind.TEXT, Kind.EMAIL})
 
 
 @dataclass(frozen=True, slots=True)

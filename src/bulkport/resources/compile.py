@@ -19,6 +19,8 @@ import orjson
 
 from bulkport.resources.base import (
     EMAIL_PATTERN,
+    FORMULA_ESCAPED,
+    FORMULA_KINDS,
     ID_PATTERN,
     NULL,
     Field,
@@ -74,7 +76,8 @@ def compile_validator(resource: Resource, columns: Sequence[str] | None = None) 
     more than the checks themselves on narrow records).
     """
     names = resource.column_names
-    env: dict[str, Any] = {"FieldError": FieldError, "Problem": Problem, "NULL": NULL}
+    env: dict[str, Any] = {"FieldError": FieldError, "Problem": Problem, "NULL": NULL,
+                           "formula_escaped": FORMULA_ESCAPED.match}
     lines = ["def validate(record):", "    problems = None"]
     if columns is not None:
         position = {c: i for i, c in enumerate(columns)}
@@ -99,6 +102,11 @@ def compile_validator(resource: Resource, columns: Sequence[str] | None = None) 
             "    if v is None or (v.__class__ is str and (not v or v.isspace())):",
             f"        {empty}",
             "    else:",
+        ]
+        if columns is not None and f.kind in FORMULA_KINDS:
+            # CSV only: undo the exporter's formula neutralisation ("'=x" -> "=x").
+            lines.append("        if v[0] == \"'\" and formula_escaped(v): v = v[1:]")
+        lines += [
             "        try:",
             f"            f{i} = c{i}(v)",
             "        except FieldError as exc:",

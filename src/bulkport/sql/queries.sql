@@ -168,6 +168,17 @@ UPDATE export_jobs
 SET status = 'pending', owner = NULL, lease_expires_at = NULL, updated_at = now()
 WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing';
 
+-- name: list_expired_exports
+-- Export files past their expiry, still stored: the sweeper deletes them.
+SELECT id, file_key FROM export_jobs
+WHERE expires_at < now() AND file_key IS NOT NULL
+ORDER BY expires_at
+LIMIT %(limit)s;
+
+-- name: forget_export_file
+UPDATE export_jobs SET file_key = NULL, updated_at = now()
+WHERE id = %(id)s AND file_key = %(file_key)s;
+
 -- name: health_check
 SELECT 1;
 

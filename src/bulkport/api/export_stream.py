@@ -1,0 +1,124 @@
+"""The HTTP response of a streaming export, and what it needs around it.
+
+:class:`CopyStreamResponse` sends a :class:`~bulkport.pipeline.exporter.CopyStream`
+chunk by chunk (chunked transfer encoding) and watches for the client going
+away: then, or when a client stops reading for ``SEND_STALL_SECONDS``, the
+stream is closed, which cancels the query and returns its connection to the
+pool. Sending waits on the socket (uvicorn's flow control), so a slow client
+slows PostgreSQL down instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from bulkport import metrics
+from bulkport.errors import BulkportError
+from bulkport.pipeline.exporter import CopyStream
+from bulkport.sql.exporting import SESSION_OPTIONS
+from bulkport.storage import ExportStorage
+
+log = logging.getLogger(__name__)
+
+#: Longest a client may take to accept one chunk before the export is dropped (seconds).
+SEND_STALL_SECONDS = 120.0
+#: Longest a request waits for a free export connection before a 503 (seconds).
+STREAM_WAIT_SECONDS = 5.0
+
+
+class TooManyExports(BulkportError):
+    """Every export connection is busy; retry in a few seconds."""
+
+    code = "too_many_exports"
+    status_code = 503
+
+
+class ExportExpired(BulkportError):
+    """The export file has expired; start a new export."""
+
+    code = "export_expired"
+    status_code = 410
+
+
+@dataclass
+class ExportState:
+    """What the export routes share: the streaming pool and the export storage."""
+
+    streams: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+    storage: ExportStorage
+    #: Lifetime of a presigned download URL (seconds), capped by the export's expiry.
+    url_ttl_seconds: int
+
+
+def open_stream_pool(url: str, max_size: int) -> AsyncConnectionPool[Any]:
+    return AsyncConnectionPool(
+        url, min_size=0, max_size=max_size, open=False, name="exports",
+        kwargs={"options": SESSION_OPTIONS, "autocommit": True},
+    )
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header accepts gzip (``q=0`` refuses it)."""
+    for part in (header or "").split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip().lower() not in ("gzip", "x-gzip"):
+            continue
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
+class CopyStreamResponse(Response):
+    """A started :class:`CopyStream`, sent as a chunked response."""
+
+    def __init__(self, stream: CopyStream, *, media_type: str,
+                 headers: dict[str, str] | None = None) -> None:
+        self.stream = stream
+        self.status_code = 200
+        self.media_type = media_type
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        spec = self.stream.spec
+        try:
+            with metrics.export_stream(spec.resource.name, spec.format.value):
+                await send({"type": "http.response.start", "status": self.status_code,
+                            "headers": self.raw_headers})
+                async with anyio.create_task_group() as group:
+                    group.start_soon(self._watch_disconnect, receive, group.cancel_scope)
+                    await self._send_body(send)
+                    group.cancel_scope.cancel()
+        finally:
+            await self.stream.aclose()
+
+    async def _send_body(self, send: Send) -> None:
+        async with aclosing(self.stream.chunks()) as chunks:
+            async for chunk in chunks:
+                with anyio.fail_after(SEND_STALL_SECONDS):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                log.info("export client disconnected; stopping the export")
+                scope.cancel()
+                return

@@ -1,0 +1,287 @@
+"""``/v1/exports``: stream an export, or run it as a job and download its file.
+
+``GET /v1/exports?resource=…`` streams; ``GET /v1/exports`` without ``resource``
+lists export jobs. The pipelines do the work (:mod:`bulkport.pipeline.exporter`,
+:mod:`bulkport.pipeline.export_job`); handlers parse, call and shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from psycopg.types.json import Jsonb
+from psycopg_pool import PoolTimeout
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from bulkport.api.errors import request_id_var
+from bulkport.api.export_stream import (
+    STREAM_WAIT_SECONDS,
+    CopyStreamResponse,
+    ExportExpired,
+    ExportState,
+    TooManyExports,
+    accepts_gzip,
+    open_stream_pool,
+)
+from bulkport.api.imports import JobId, valid_job_id
+from bulkport.api.responses import JSONResponse
+from bulkport.api.schemas import ErrorResponse, decode_cursor, encode_cursor
+from bulkport.api.state import AppState, get_state
+from bulkport.errors import BadRequest, Conflict, NotFound
+from bulkport.jobs.status import JobKind, JobStatus
+from bulkport.jobs.store import STORE, fingerprint
+from bulkport.pipeline.export_spec import MEDIA_TYPES, parse_spec
+from bulkport.pipeline.exporter import CopyStream
+from bulkport.storage import export_storage
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.bulkport
+    streams = open_stream_pool(state.url, state.settings.export_streams)
+    await streams.open()
+    app.state.exports = ExportState(streams=streams, storage=export_storage(state.settings),
+                                    url_ttl_seconds=state.settings.s3_url_ttl_seconds)
+    try:
+        yield
+    finally:
+        await streams.close()
+
+
+router = APIRouter(prefix="/v1/exports", tags=["exports"], lifespan=lifespan)
+State = Annotated[AppState, Depends(get_state)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (400, 404, 409, 410, 503)
+}
+#: Query parameters of a streaming export that are not filters.
+_NOT_FILTERS = ("resource", "format", "fields")
+
+
+def get_exports(request: Request) -> ExportState:
+    exports: ExportState = request.app.state.exports
+    return exports
+
+
+Exports = Annotated[ExportState, Depends(get_exports)]
+
+
+class ExportRequest(BaseModel):
+    resource: str
+    format: str | None = None
+    fields: list[str] | str | None = None
+    filters: dict[str, str | bool | list[str]] = Field(default_factory=dict)
+
+
+class ExportJob(BaseModel):
+    job_id: str
+    resource: str
+    format: str
+    fields: list[str] | None
+    filters: dict[str, list[str]]
+    status: JobStatus
+    record_count: int
+    file_size_bytes: int | None
+    download_url: str | None = Field(
+        description="/v1/exports/{id}/download, or a presigned URL with S3 storage")
+    expires_at: datetime | None
+    failure_reason: str | None
+    request_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class ExportJobPage(BaseModel):
+    data: list[ExportJob]
+    next_cursor: str | None
+
+
+_STREAM_DOC: dict[str, Any] = {"responses": {"200": {
+    "description": "The export (chunked), or with no `resource` a page of export jobs",
+    "content": {t: {"schema": {"type": "string"}} for t in MEDIA_TYPES.values()}
+    | {"application/json": {"schema": ExportJobPage.model_json_schema()}},
+}}}
+
+
+@router.get("", responses=ERRORS, openapi_extra=_STREAM_DOC,
+            summary="Stream an export (with resource=…), or list export jobs")
+async def stream_export(request: Request, state: State, exports: Exports) -> Response:
+    """Stream ``resource`` as ndjson (default), csv or json.
+
+    ``fields=a,b`` projects; filters are equality on the resource's filterable
+    fields (``role=admin``, repeat for any-of), ``<ts>_from`` / ``<ts>_to`` /
+    ``updated_since`` on timestamps, ``tag=`` on article tags. Rows come in id
+    order. Send ``Accept-Encoding: gzip`` for a gzipped stream. Without
+    ``resource``, lists export jobs (``status``, ``limit``, ``cursor``).
+    """
+    params = request.query_params
+    if "resource" not in params:
+        return await run_in_threadpool(_list, state, exports, dict(params))
+    grouped: dict[str, list[str]] = {}
+    for key, value in params.multi_items():
+        grouped.setdefault(key, []).append(value)
+    single = {k: _single(grouped, k) for k in ("resource", "format")}
+    spec = parse_spec(single["resource"], single["format"], grouped.get("fields"),
+                      {k: v for k, v in grouped.items() if k not in _NOT_FILTERS})
+    gzip = accepts_gzip(request.headers.get("accept-encoding"))
+    stream = CopyStream(exports.streams.connection(timeout=STREAM_WAIT_SECONDS), spec, gzip=gzip)
+    try:
+        await stream.start()
+    except PoolTimeout:
+        raise TooManyExports(
+            "every export connection is busy; retry in a few seconds or use POST /v1/exports",
+            limit=state.settings.export_streams) from None
+    headers = {"Content-Disposition": f'attachment; filename="{spec.filename}"',
+               "Vary": "Accept-Encoding", "Cache-Control": "no-store"}
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+    return CopyStreamResponse(stream, media_type=spec.media_type, headers=headers)
+
+
+def _single(grouped: dict[str, list[str]], name: str) -> str | None:
+    values = grouped.get(name)
+    if values and len(values) > 1:
+        raise BadRequest(f"give {name} once, not {len(values)} times")
+    return values[0] if values else None
+
+
+@router.post("", status_code=202, response_model=ExportJob, responses=ERRORS,
+             summary="Start an export job")
+async def create_export(
+    request: Request, state: State, exports: Exports,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JSONResponse:
+    try:
+        body = ExportRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "body"
+        raise BadRequest(f"invalid JSON body: {where}: {first['msg']}; send "
+                         '{"resource": "users", "format": "csv", "fields": [...], '
+                         '"filters": {...}}') from None
+    spec = parse_spec(body.resource, body.format, body.fields, body.filters)
+    identity = spec.identity()
+    values = {"resource": spec.resource.name, "format": spec.format.value,
+              "fields": Jsonb(list(spec.fields)), "filters": Jsonb(spec.filters),
+              "idempotency_key": idempotency_key, "request_id": request_id_var.get(),
+              "fingerprint": fingerprint(**identity)}
+    job, created = await run_in_threadpool(_create, state, values)
+    return JSONResponse(export_job_view(job, exports), status_code=202 if created else 200,
+                        headers={"Location": f"/v1/exports/{job['id']}"})
+
+
+def _create(state: AppState, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    with state.conn() as conn:
+        return STORE.create(conn, JobKind.EXPORT, values)
+
+
+def _list(state: AppState, exports: ExportState, params: dict[str, str]) -> JSONResponse:
+    unknown = sorted(set(params) - {"status", "limit", "cursor"})
+    if unknown:
+        raise BadRequest(f"unknown parameter(s) {', '.join(unknown)}: listing export jobs takes "
+                         "status, limit and cursor; add resource=… to stream an export",
+                         allowed=["status", "limit", "cursor", "resource"])
+    status = params.get("status")
+    if status is not None and status not in {s.value for s in JobStatus}:
+        allowed = [s.value for s in JobStatus]
+        raise BadRequest(f"unknown status {status!r}; use one of: {', '.join(allowed)}",
+                         allowed=allowed)
+    raw_limit = params.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        raise BadRequest("limit must be an integer from 1 to 100")
+    limit = int(raw_limit)
+    after = _list_cursor(params["cursor"]) if params.get("cursor") else None
+    with state.conn() as conn:
+        jobs = STORE.list_jobs(conn, JobKind.EXPORT, status=status, resource=None, limit=limit,
+                               after=after)
+    data = [export_job_view(j, exports) for j in jobs]
+    nxt = encode_cursor(jobs[-1]["created_at"], jobs[-1]["id"]) if len(jobs) == limit else None
+    return JSONResponse({"data": data, "next_cursor": nxt})
+
+
+def _list_cursor(cursor: str) -> tuple[datetime, str]:
+    created, job_id = decode_cursor(cursor, 2)
+    try:
+        if not isinstance(created, str) or not isinstance(job_id, str):
+            raise ValueError
+        return datetime.fromisoformat(created), valid_job_id(job_id)
+    except (ValueError, NotFound):
+        raise BadRequest("invalid cursor; pass the next_cursor of a previous page") from None
+
+
+@router.get("/{job_id}", response_model=ExportJob, responses=ERRORS, summary="Export status")
+def get_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
+    with state.conn() as conn:
+        job = STORE.get(conn, JobKind.EXPORT, job_id)
+    return JSONResponse(export_job_view(job, exports))
+
+
+@router.get("/{job_id}/download", responses=ERRORS | {307: {"description": "To S3"}},
+            summary="Download the file of a completed export")
+def download_export(job_id: JobId, state: State, exports: Exports) -> Response:
+    with state.conn() as conn:
+        job = STORE.get(conn, JobKind.EXPORT, job_id)
+    status = JobStatus(job["status"])
+    if status is not JobStatus.COMPLETED:
+        raise Conflict(f"the export is {status}; its file can be downloaded once it is "
+                       "completed", status=status.value)
+    key = job["file_key"]
+    if key is None or _expired(job) or not exports.storage.exists(key):
+        raise ExportExpired(f"the export expired at {job['expires_at']}; start a new export",
+                            expires_at=str(job["expires_at"]))
+    url = _presigned(job, exports)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    return FileResponse(exports.storage.path(key), media_type=MEDIA_TYPES_BY_NAME[job["format"]],
+                        filename=f"{job['resource']}-{job['id']}.{job['format']}")
+
+
+@router.post("/{job_id}/cancel", response_model=ExportJob, responses=ERRORS,
+             summary="Cancel a pending or processing export")
+def cancel_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
+    with state.conn() as conn:
+        job = STORE.cancel(conn, JobKind.EXPORT, job_id)
+        if job is None:
+            current = STORE.get(conn, JobKind.EXPORT, job_id)
+            raise Conflict(f"the export is {current['status']}; only pending or processing "
+                           "exports can be cancelled", status=current["status"])
+    return JSONResponse(export_job_view(job, exports))
+
+
+# --- views -----------------------------------------------------------------------------
+
+MEDIA_TYPES_BY_NAME = {f.value: t for f, t in MEDIA_TYPES.items()}
+
+
+def _expired(job: dict[str, Any]) -> bool:
+    expires = job["expires_at"]
+    return expires is not None and expires <= datetime.now(UTC)
+
+
+def _presigned(job: dict[str, Any], exports: ExportState) -> str | None:
+    remaining = int((job["expires_at"] - datetime.now(UTC)).total_seconds())
+    return exports.storage.presigned_url(
+        job["file_key"], expires_in=min(exports.url_ttl_seconds, remaining),
+        filename=f"{job['resource']}-{job['id']}.{job['format']}")
+
+
+def export_job_view(job: dict[str, Any], exports: ExportState) -> dict[str, Any]:
+    status = JobStatus(job["status"])
+    download = None
+    if status is JobStatus.COMPLETED and job["file_key"] and not _expired(job):
+        download = _presigned(job, exports) or f"/v1/exports/{job['id']}/download"
+    return {
+        "job_id": job["id"], "resource": job["resource"], "format": job["format"],
+        "fields": job["fields"], "filters": job["filters"] or {}, "status": status,
+        "record_count": job["record_count"], "file_size_bytes": job["file_size_bytes"],
+        "download_url": download, "expires_at": job["expires_at"],
+        "failure_reason": job["failure_reason"], "request_id": job["request_id"],
+        "created_at": job["created_at"], "started_at": job["started_at"],
+        "completed_at": job["completed_at"],
+    }

@@ -1,0 +1,119 @@
+"""An export job: the export written to a temporary file, published when complete.
+
+Runs without a web server: give it a claimed job row, a connection factory and
+an export storage. The file is written under a temporary name and published
+(renamed, or uploaded to S3) only once the COPY finished, so a failed or
+cancelled export leaves no partial file. A job cancelled while it runs stops
+within about a second (its status is polled between chunks); a worker asked to
+stop hands the job back, and the next worker starts it over.
+
+Each run also deletes the files of exports that have expired.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from bulkport.config import Settings
+from bulkport.errors import BadRequest
+from bulkport.jobs.status import JobKind, JobStatus
+from bulkport.jobs.store import STORE, Job
+from bulkport.pipeline.export_spec import parse_spec
+from bulkport.pipeline.exporter import Stopped, write_export
+from bulkport.storage import CHUNK_BYTES, ExportStorage, StorageError
+
+log = logging.getLogger(__name__)
+
+ConnFactory = Callable[[], psycopg.Connection[Any]]
+
+
+@dataclass
+class ExportRun:
+    """Everything one run of one export job needs."""
+
+    job: Job
+    owner: str
+    settings: Settings
+    storage: ExportStorage
+    connect: ConnFactory
+    #: True asks the run to hand the job back (graceful stop).
+    should_stop: Callable[[], bool] = lambda: False
+
+
+def file_key(job: Job) -> str:
+    return f"export-{job['id']}.{job['format']}"
+
+
+def run_export(run: ExportRun) -> JobStatus | None:
+    """Run the job to a terminal state; ``None`` when it was cancelled or handed back."""
+    job = run.job
+    with run.connect() as book:
+        sweep_expired(book, run.storage)
+        try:
+            spec = parse_spec(job["resource"], job["format"], job["fields"], job["filters"] or {})
+        except BadRequest as exc:  # stored by an older version with other rules
+            return _finish(run, book, JobStatus.FAILED, failure_reason=exc.message)
+        key = file_key(job)
+        tmp = run.storage.temp_path(key)
+        released = False
+
+        def keep_going() -> bool:
+            nonlocal released
+            if run.should_stop():
+                STORE.release(book, JobKind.EXPORT, job["id"], run.owner)
+                released = True
+                return False
+            # Renewing also tells whether the job is still ours (not cancelled).
+            return STORE.renew(book, JobKind.EXPORT, job["id"], run.owner,
+                               run.settings.lease_seconds) is not None
+
+        try:
+            with run.connect() as data, tmp.open("wb", buffering=CHUNK_BYTES) as out:
+                records, size = write_export(data, spec, out, keep_going=keep_going)
+            run.storage.publish(tmp, key)
+        except Stopped:
+            log.info("export %s %s", job["id"], "handed back" if released else "cancelled")
+            return None
+        except StorageError as exc:
+            return _finish(run, book, JobStatus.FAILED, failure_reason=str(exc))
+        finally:
+            tmp.unlink(missing_ok=True)
+        expires = datetime.now(UTC) + timedelta(seconds=run.settings.export_ttl_seconds)
+        status = _finish(run, book, JobStatus.COMPLETED, record_count=records, file_key=key,
+                         file_size_bytes=size, expires_at=expires)
+        if status is None:  # cancelled while the file was being published
+            with contextlib.suppress(StorageError):
+                run.storage.delete(key)
+        return status
+
+
+def _finish(run: ExportRun, conn: psycopg.Connection[Any], status: JobStatus, *,
+            failure_reason: str | None = None, record_count: int = 0,
+            file_key: str | None = None, file_size_bytes: int | None = None,
+            expires_at: datetime | None = None) -> JobStatus | None:
+    done = STORE.finish(conn, JobKind.EXPORT, run.job["id"], run.owner, status,
+                        failure_reason=failure_reason, record_count=record_count,
+                        file_key=file_key, file_size_bytes=file_size_bytes,
+                        expires_at=expires_at)
+    return status if done is not None else None
+
+
+def sweep_expired(conn: psycopg.Connection[Any], storage: ExportStorage) -> int:
+    """Delete the files of expired exports; return how many went."""
+    gone = 0
+    for row in STORE.expired_exports(conn):
+        try:
+            storage.delete(row["file_key"])
+        except StorageError as exc:
+            log.warning("could not delete expired export file %s: %s", row["file_key"], exc)
+            continue
+        STORE.forget_export_file(conn, row["id"], row["file_key"])
+        gone += 1
+    return gone
