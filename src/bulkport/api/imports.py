@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -28,7 +30,7 @@ from bulkport.api.schemas import (
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
 from bulkport.api.upload import receive_upload
-from bulkport.errors import BadRequest, Conflict, PayloadTooLarge
+from bulkport.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.pipeline.fetch import check_url
@@ -44,6 +46,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 #: Error entries embedded in a job's status.
 FIRST_ERRORS = 100
+#: C0 controls and DEL: PostgreSQL text refuses NUL, and none belongs in a URL or file name.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Longest file name kept from an upload (characters).
+MAX_FILE_NAME_CHARS = 255
+
+
+def valid_job_id(job_id: str) -> str:
+    """A job id that cannot exist (e.g. holding NUL, which PostgreSQL refuses) is a 404."""
+    if _CONTROL.search(job_id):
+        raise NotFound(f"no import job with id {job_id!r}")
+    return job_id
+
+
+JobId = Annotated[str, Depends(valid_job_id)]
 
 
 class ImportByUrl(BaseModel):
@@ -101,7 +117,8 @@ async def create_import(
         if stored.size == 0:
             state.uploads.delete(stored.key)
             raise BadRequest("the uploaded file is empty")
-        source = {"file_key": stored.key, "file_name": upload.filename,
+        file_name = _CONTROL.sub("", upload.filename or "")[:MAX_FILE_NAME_CHARS] or None
+        source = {"file_key": stored.key, "file_name": file_name,
                   "file_size_bytes": stored.size, "source_url": None}
         identity = {"sha256": stored.sha256}
     elif ctype.startswith("application/json"):
@@ -109,9 +126,12 @@ async def create_import(
             body = ImportByUrl.model_validate_json(await request.body())
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise BadRequest(
-                f"invalid JSON body: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+            where = ".".join(map(str, first["loc"]))
+            raise BadRequest(f"invalid JSON body: {where + ': ' if where else ''}{first['msg']}"
+                             ) from None
         request_fields = _import_params(body.model_dump())
+        if _CONTROL.search(body.file_url):
+            raise BadRequest("file_url must not contain control characters; percent-encode them")
         url = await run_in_threadpool(check_url, body.file_url, settings)
         source = {"file_key": None, "file_name": url.rsplit("/", 1)[-1].split("?")[0],
                   "file_size_bytes": None, "source_url": url}
@@ -167,17 +187,27 @@ def list_imports(
 ) -> JSONResponse:
     if resource is not None:
         get_resource(resource)
-    after = tuple(decode_cursor(cursor, 2)) if cursor else None
+    after = _list_cursor(cursor) if cursor else None
     with state.conn() as conn:
         jobs = STORE.list_jobs(conn, JobKind.IMPORT, status=status, resource=resource, limit=limit,
-                          after=after)  # type: ignore[arg-type,unused-ignore]
+                          after=after)
     data = [import_job_view(j, []) for j in jobs]
     nxt = encode_cursor(jobs[-1]["created_at"], jobs[-1]["id"]) if len(jobs) == limit else None
     return JSONResponse({"data": data, "next_cursor": nxt})
 
 
+def _list_cursor(cursor: str) -> tuple[datetime, str]:
+    created, job_id = decode_cursor(cursor, 2)
+    try:
+        if not isinstance(created, str) or not isinstance(job_id, str):
+            raise ValueError
+        return datetime.fromisoformat(created), valid_job_id(job_id)
+    except (ValueError, NotFound):
+        raise BadRequest("invalid cursor; pass the next_cursor of a previous page") from None
+
+
 @router.get("/{job_id}", response_model=ImportJob, responses=ERRORS, summary="Import status")
-def get_import(job_id: str, state: State) -> JSONResponse:
+def get_import(job_id: JobId, state: State) -> JSONResponse:
     with state.conn() as conn:
         job = STORE.get(conn, JobKind.IMPORT, job_id)
         rows = STORE.import_errors(conn, job_id, after_row=0, limit=FIRST_ERRORS)
@@ -186,7 +216,7 @@ def get_import(job_id: str, state: State) -> JSONResponse:
 
 @router.post("/{job_id}/cancel", response_model=ImportJob, responses=ERRORS,
              summary="Cancel a pending or processing import")
-def cancel_import(job_id: str, state: State) -> JSONResponse:
+def cancel_import(job_id: JobId, state: State) -> JSONResponse:
     with state.conn() as conn:
         job = STORE.cancel(conn, JobKind.IMPORT, job_id)
         if job is None:
@@ -199,7 +229,7 @@ def cancel_import(job_id: str, state: State) -> JSONResponse:
 @router.get("/{job_id}/errors", response_model=ErrorPage, responses=ERRORS,
             summary="Every error of an import (JSON pages, or an NDJSON/CSV download)")
 def import_errors(
-    job_id: str, state: State,
+    job_id: JobId, state: State,
     format: Annotated[str, Query(pattern="^(json|ndjson|csv)$")] = "json",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
