@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import ijson
 import orjson
+from ijson.common import ObjectBuilder
 
 from bulkport.errors import BadRequest, UnreadableFile
 from bulkport.pipeline.types import RawRecord
@@ -26,6 +27,10 @@ from bulkport.pipeline.types import RawRecord
 GZIP_MAGIC = b"\x1f\x8b"
 #: Bytes looked at to detect the format from the content.
 SNIFF_BYTES = 4096
+#: Deepest nesting accepted in a JSON document (records are flat; tags nest once). ijson's
+#: own item builder keeps a path per level, so memory grows with the square of the depth:
+#: a 200 KB file of nested brackets took gigabytes before this limit.
+MAX_JSON_DEPTH = 64
 
 
 class Format(enum.StrEnum):
@@ -245,14 +250,14 @@ def _read_json(stream: IO[bytes]) -> Iterator[RawRecord]:
     if not head:
         raise UnreadableFile("the file is empty")
     if head.startswith(b"{"):
-        prefix = ""  # a single object is a one-record file
+        level = 0  # a single object is a one-record file
     elif head.startswith(b"["):
-        prefix = "item"
+        level = 1
     else:
         raise UnreadableFile("a JSON file must hold an array of objects (or one object)")
     row = 0
     try:
-        for item in ijson.items(stream, prefix, use_float=True):
+        for item in _json_values(stream, level):
             row += 1
             if isinstance(item, dict):
                 yield RawRecord(row, item, None)
@@ -265,3 +270,29 @@ def _read_json(stream: IO[bytes]) -> Iterator[RawRecord]:
             "the JSON document is invalid from here on, "
             f"so the rest of the file was skipped: {exc}",
         )
+
+
+def _json_values(stream: IO[bytes], level: int) -> Iterator[Any]:
+    """The values nested ``level`` deep (the records), refusing deeper than MAX_JSON_DEPTH."""
+    depth = 0
+    builder: ObjectBuilder | None = None
+    for event, value in ijson.basic_parse(stream, use_float=True):
+        if event == "start_map" or event == "start_array":
+            if depth == level:
+                builder = ObjectBuilder()
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ijson.JSONError(f"values are nested deeper than {MAX_JSON_DEPTH} levels")
+            if builder is not None:
+                builder.event(event, value)
+        elif event == "end_map" or event == "end_array":
+            depth -= 1
+            if builder is not None:
+                builder.event(event, value)
+                if depth == level:
+                    yield builder.value
+                    builder = None
+        elif builder is not None:
+            builder.event(event, value)
+        elif depth == level:
+            yield value
