@@ -62,8 +62,8 @@ def idle_srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory
         c.execute(f"CREATE DATABASE {name}")
     url = make_conninfo(pg_url, dbname=name)
     db.migrate(url)
-    server = ServerProcess(url, tmp_path_factory.mktemp("imports-idle") / "data",
-                           workers=0).start()
+    server = ServerProcess(url, tmp_path_factory.mktemp("imports-idle") / "data", workers=0,
+                           env={"BULKPORT_ALLOW_PRIVATE_URLS": "true"}).start()
     try:
         yield server
     finally:
