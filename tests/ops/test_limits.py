@@ -207,7 +207,7 @@ def test_upload_streams_to_storage_with_fields_in_any_order(app_client: AppClien
 
 @pytest.mark.parametrize(("body", "message"), [
     (part("resource", b"users") + END, "'file' part"),
-    (part("file", CSV, "a.csv") + part("other", CSV, "b.csv") + END, "exactly one file"),
+    (part("file", CSV, "a.csv") + part("other", CSV, "b.csv") + END, "too many files"),
     (part("resource", b"users") + part("file", CSV, "a.csv"), "cut short"),  # no end
     (part("resource", b"x" * 70_000) + part("file", CSV, "a.csv") + END, "longer than"),
     (b"".join(part(f"f{i}", b"1") for i in range(11)) + part("file", CSV, "a.csv") + END,

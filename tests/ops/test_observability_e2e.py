@@ -131,6 +131,46 @@ def test_metrics_move_after_an_import(imported: dict[str, Any]) -> None:
     assert job["processed_records"] == ROWS
 
 
+def test_metrics_move_after_exports(srv: ServerProcess, imported: dict[str, Any]) -> None:
+    before = scrape(srv)
+    with srv.client() as client:
+        streamed = client.get("/v1/exports", params={"resource": "users", "format": "ndjson"})
+        assert streamed.status_code == 200, streamed.text
+        assert len(streamed.text.splitlines()) == 240
+        resp = client.post("/v1/exports", json={"resource": "users", "format": "csv"},
+                           headers={"X-Request-ID": "ops-export"})
+        assert resp.status_code == 202, resp.text
+    job = srv.wait_job(resp.json()["job_id"], kind="exports")
+    assert (job["status"], job["record_count"]) == ("completed", 240)
+    after = scrape(srv)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    users = {"type": "export", "resource": "users"}
+    assert delta("bulkport_http_requests_total", method="GET", route="/v1/exports",
+                 status="200") == 1
+    # The streaming export was counted while in flight and is done now.
+    assert ("bulkport_export_streams_in_flight",
+            frozenset({"resource": "users", "format": "ndjson"}.items())) in after
+    assert value(after, "bulkport_export_streams_in_flight", resource="users",
+                 format="ndjson") == 0
+    # The export job ran in a worker process.
+    assert delta("bulkport_jobs_total", **users, status="completed") == 1
+    assert delta("bulkport_records_processed_total", **users, result="ok") == 240
+    assert delta("bulkport_job_duration_seconds_count", **users, status="completed") == 1
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        summaries = [ln for ln in _log_lines(srv) if ln.get("event") == "job_summary"
+                     and ln.get("job_id") == job["job_id"]]
+        if summaries:
+            break
+        time.sleep(0.2)
+    (summary,) = summaries
+    assert summary["request_id"] == "ops-export" and summary["record_count"] == 240
+    assert summary["file_size_bytes"] == job["file_size_bytes"]
+
+
 def test_unknown_paths_do_not_create_series(srv: ServerProcess) -> None:
     for _ in range(3):
         assert httpx.get(f"{srv.base}/no/such/{uuid.uuid4()}").status_code == 404

@@ -98,6 +98,17 @@ def test_idempotency_keys_are_scoped_to_the_api_key(app_client: AppClient, clean
         assert conflict.json()["details"]["job_id"] == other.json()["job_id"]
 
 
+def test_export_idempotency_keys_are_scoped_too(app_client: AppClient, clean_db: str) -> None:
+    idem = {"Idempotency-Key": f"exp-{uuid.uuid4()}"}
+    body = {"resource": "users", "format": "csv"}
+    with app_client(api_keys=KEYS) as client:
+        first = client.post("/v1/exports", json=body, headers={**idem, **bearer(KEYS[0])})
+        other = client.post("/v1/exports", json=body, headers={**idem, **bearer(KEYS[1])})
+        replay = client.post("/v1/exports", json=body, headers={**idem, **bearer(KEYS[0])})
+    assert (first.status_code, other.status_code, replay.status_code) == (202, 202, 200)
+    assert other.json()["job_id"] != first.json()["job_id"] == replay.json()["job_id"]
+
+
 def test_key_ids_are_stable_and_reveal_nothing() -> None:
     keys = ApiKeys(KEYS)
     assert keys.identify(KEYS[0]) == key_id(KEYS[0])

@@ -32,6 +32,7 @@ from bulkport.api.export_stream import (
 from bulkport.api.imports import JobId, valid_job_id
 from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import ErrorResponse, decode_cursor, encode_cursor
+from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
 from bulkport.errors import BadRequest, Conflict, NotFound
 from bulkport.jobs.status import JobKind, JobStatus
@@ -169,7 +170,8 @@ async def create_export(
     identity = spec.identity()
     values = {"resource": spec.resource.name, "format": spec.format.value,
               "fields": Jsonb(list(spec.fields)), "filters": Jsonb(spec.filters),
-              "idempotency_key": idempotency_key, "request_id": request_id_var.get(),
+              "idempotency_key": scoped_idempotency_key(request, idempotency_key),
+              "request_id": request_id_var.get(),
               "fingerprint": fingerprint(**identity)}
     job, created = await run_in_threadpool(_create, state, values)
     return JSONResponse(export_job_view(job, exports), status_code=202 if created else 200,

@@ -97,7 +97,8 @@ class _Parts:
         if b"filename" in options:
             self.files += 1
             if self.part.name != self.file_field or self.files > 1:
-                raise BadRequest(f"send exactly one file, in the '{self.file_field}' part")
+                raise BadRequest("too many files, or a file in another part: send exactly one "
+                                 f"file, in the '{self.file_field}' part")
             self.part.is_file = True
             self.filename = self.decode(options[b"filename"])
         elif len(self.fields) >= MAX_FIELDS:

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from bulkport import metrics
 from bulkport.config import Settings
 from bulkport.errors import BadRequest
 from bulkport.jobs.status import JobKind, JobStatus
@@ -78,6 +79,7 @@ def run_export(run: ExportRun) -> JobStatus | None:
             with run.connect() as data, tmp.open("wb", buffering=CHUNK_BYTES) as out:
                 records, size = write_export(data, spec, out, keep_going=keep_going)
             run.storage.publish(tmp, key)
+            metrics.count_records("export", job["resource"], records)
         except Stopped:
             log.info("export %s %s", job["id"], "handed back" if released else "cancelled")
             return None
