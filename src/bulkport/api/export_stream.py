@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 SEND_STALL_SECONDS = 120.0
 #: Longest a request waits for a free export connection before a 503 (seconds).
 STREAM_WAIT_SECONDS = 5.0
+#: How streaming-export connections show in ``pg_stat_activity``.
+APPLICATION_NAME = "bulkport-export-stream"
 
 
 class TooManyExports(BulkportError):
@@ -62,7 +64,8 @@ class ExportState:
 def open_stream_pool(url: str, max_size: int) -> AsyncConnectionPool[Any]:
     return AsyncConnectionPool(
         url, min_size=0, max_size=max_size, open=False, name="exports",
-        kwargs={"options": SESSION_OPTIONS, "autocommit": True},
+        kwargs={"options": SESSION_OPTIONS, "autocommit": True,
+                "application_name": APPLICATION_NAME},
     )
 
 

@@ -90,7 +90,6 @@ def where_clause(resource: Resource, conditions: Sequence[Condition]) -> sql.Com
     parts: list[sql.Composable] = []
     for c in conditions:
         col = sql.SQL("x.{}").format(sql.Identifier(c.field))
-        kind = resource.field(c.field).kind
         if c.op == "contains":
             parts.append(sql.SQL("{} @> {}::text[]").format(col, sql.Literal(list(c.values))))
         elif c.op == "in" and len(c.values) == 1:
@@ -98,11 +97,8 @@ def where_clause(resource: Resource, conditions: Sequence[Condition]) -> sql.Com
         elif c.op == "in":
             parts.append(sql.SQL("{} IN ({})").format(
                 col, sql.SQL(", ").join(sql.Literal(v) for v in c.values)))
-        else:
-            value: sql.Composable = sql.Literal(c.values[0])
-            if kind is Kind.TIMESTAMP:
-                value = sql.SQL("{}::timestamptz").format(value)
-            parts.append(sql.SQL("{} {} {}").format(col, sql.SQL(c.op), value))
+        else:  # a range: psycopg renders a datetime as '…'::timestamptz
+            parts.append(sql.SQL("{} {} {}").format(col, sql.SQL(c.op), sql.Literal(c.values[0])))
     if not parts:
         return sql.SQL("")
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts)
