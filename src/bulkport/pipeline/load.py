@@ -46,6 +46,8 @@ TRANSIENT_ERRORS = (psycopg.OperationalError, pg_errors.SerializationFailure,
 COPY_CHUNK_BYTES = 256 * 1024
 #: Cap of the stretch of probe-first batches after refused optimistic COPYs.
 MAX_PROBE_STRETCH = 64
+#: Tries of one record that a concurrent writer keeps beating to its key.
+ISOLATE_ATTEMPTS = 3
 
 Row = list[str]
 
@@ -166,7 +168,8 @@ class Loader:
 
     # --- statement path -------------------------------------------------------------
 
-    def _statement(self, rows: Sequence[Row]) -> dict[int, list[RecordError]]:
+    def _statement(self, rows: Sequence[Row], first: bool = True
+                   ) -> dict[int, list[RecordError]]:
         by_row = {int(r[-2]): r for r in rows}
         try:
             with self.conn.transaction():
@@ -184,7 +187,12 @@ class Loader:
                 retry.append(by_row[row])
             else:
                 rejected[row] = errors
-        if retry:
+        if retry and first and len(retry) > 1:
+            # Mostly keys a concurrent import wrote after our snapshot (the statement
+            # waited for it to commit): a second set-based pass sees them and updates.
+            # Record by record, an overlap of two upserts ran at a few hundred rows/s.
+            rejected.update(self._statement(retry, first=False))
+        elif retry:
             rejected.update(self._isolate(retry))
         return rejected
 
@@ -219,17 +227,24 @@ class Loader:
         rejected: dict[int, list[RecordError]] = {}
         for r in rows:
             row = int(r[-2])
-            try:
-                with self.conn.transaction():
-                    result = self._run([r])
-            except TRANSIENT_ERRORS:
-                raise
-            except psycopg.Error as exc:
-                diag = exc.diag
-                rejected[row] = [RecordError(
-                    row, diag.column_name, None, "rejected_by_database",
-                    f"the database refused the record: {diag.message_primary or exc}",
-                )]
+            for _ in range(ISOLATE_ATTEMPTS):
+                try:
+                    with self.conn.transaction():
+                        result = self._run([r])
+                except TRANSIENT_ERRORS:
+                    raise
+                except psycopg.Error as exc:
+                    diag = exc.diag
+                    rejected[row] = [RecordError(
+                        row, diag.column_name, None, "rejected_by_database",
+                        f"the database refused the record: {diag.message_primary or exc}",
+                    )]
+                    break
+                # Alone, "retry" means a concurrent writer took the key while we waited
+                # for it; the next attempt sees its row. Rejecting a good record is worse.
+                if not result or self._errors(r, result[0][1]) is not None:
+                    break
+            if row in rejected:
                 continue
             if result:
                 errors = self._errors(r, result[0][1])
