@@ -142,7 +142,12 @@ async def create_import(
               "idempotency_key": scoped_idempotency_key(request, idempotency_key),
               "request_id": request_id_var.get(),
               "fingerprint": fingerprint(**request_fields, **identity)}
-    job, created = await run_in_threadpool(_create, state, values)
+    try:
+        job, created = await run_in_threadpool(_create, state, values)
+    except Exception:
+        if stored is not None:  # e.g. 409 idempotency_conflict: nothing will read it
+            state.uploads.delete(stored.key)
+        raise
     if not created and stored is not None:
         state.uploads.delete(stored.key)  # the replayed job keeps its own copy
     view = await run_in_threadpool(_view, state, job)
