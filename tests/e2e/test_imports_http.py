@@ -13,6 +13,7 @@ import gzip
 import io
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -64,6 +65,26 @@ def idle_srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory
     db.migrate(url)
     server = ServerProcess(url, tmp_path_factory.mktemp("imports-idle") / "data", workers=0,
                            env={"BULKPORT_ALLOW_PRIVATE_URLS": "true"}).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def slow_srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[ServerProcess]:
+    """A server committing 20 records per batch, so a job stays ``processing`` a while."""
+    name = "bulkport_e2e_slow"
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {name}")
+    url = make_conninfo(pg_url, dbname=name)
+    db.migrate(url)
+    server = ServerProcess(url, tmp_path_factory.mktemp("imports-slow") / "data", workers=1,
+                           env={"BULKPORT_BATCH_SIZE": "20"}).start()
     try:
         yield server
     finally:
@@ -437,6 +458,38 @@ def test_upsert_articles_by_slug_and_id(srv: ServerProcess, http: httpx.Client,
     assert titles == {"one": "later wins", "two": "by slug"}
 
 
+@needs_huge
+def test_concurrent_imports_of_one_file_write_each_user_once(
+        srv: ServerProcess, http: httpx.Client, sql: psycopg.Connection[Any]) -> None:
+    content = USERS_HUGE.read_bytes()
+    ids = [post_file(http, content, "users_huge.csv", "users").json()["job_id"]
+           for _ in range(2)]
+    jobs = [srv.wait_job(i) for i in ids]
+    for job in jobs:
+        assert job["status"] == "completed_with_errors"
+        assert job["successful_records"] + job["error_records"] == 10_000
+    # Whichever job wrote a user first, the other one reports it as a duplicate.
+    assert sum(j["successful_records"] for j in jobs) == 9667
+    assert count(sql, "users") == 9667
+
+
+def test_missing_ids_are_generated_and_given_ids_kept(
+        srv: ServerProcess, http: httpx.Client, sql: psycopg.Connection[Any]) -> None:
+    job = run(srv, http, ndjson(
+        {"email": "noid@example.com", "name": "No id", "role": "reader"},
+        {"id": "usr_5f74:a.b-c_d", "email": "prefixed@example.com", "name": "P",
+         "role": "reader", "created_at": "2024-01-01T12:00:00+02:00", "active": "false"},
+    ), "u.ndjson", "users")
+    assert job["status"] == "completed"
+    rows = {r[1]: r for r in sql.execute(
+        "SELECT id, email, active, created_at AT TIME ZONE 'UTC' FROM users")}
+    assert UUID_RE.fullmatch(rows["noid@example.com"][0])
+    assert rows["prefixed@example.com"][0] == "usr_5f74:a.b-c_d"
+    assert rows["prefixed@example.com"][2] is False
+    assert rows["prefixed@example.com"][3].isoformat() == "2024-01-01T10:00:00"
+    assert rows["noid@example.com"][2] is True  # default
+
+
 # --- listing ----------------------------------------------------------------------------
 
 
@@ -506,6 +559,31 @@ def test_cancel_pending_then_conflict(idle_srv: ServerProcess) -> None:
         assert client.get(f"/v1/imports/{job['job_id']}").json()["status"] == "cancelled"
         missing = client.post(f"/v1/imports/{uuid.uuid4()}/cancel")
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+
+
+@needs_huge
+def test_cancel_processing_keeps_committed_batches(slow_srv: ServerProcess) -> None:
+    with slow_srv.client() as client:
+        resp = post_file(client, USERS_HUGE.read_bytes(), "users_huge.csv", "users")
+        job_id = resp.json()["job_id"]
+        for _ in range(600):
+            job = client.get(f"/v1/imports/{job_id}").json()
+            if job["processed_records"] > 0:
+                break
+            time.sleep(0.01)
+        assert job["status"] == "processing", job
+        assert 0 < job["progress"] < 1
+        resp = client.post(f"/v1/imports/{job_id}/cancel")
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["status"] == "cancelled"
+        time.sleep(1)  # the batch in flight commits; nothing follows it
+        final = client.get(f"/v1/imports/{job_id}").json()
+        assert final["status"] == "cancelled"
+        assert 0 < final["processed_records"] < 10_000
+        assert final["successful_records"] + final["error_records"] <= final["processed_records"]
+        later = client.get(f"/v1/imports/{job_id}").json()
+        assert later["processed_records"] == final["processed_records"]
+        assert client.post(f"/v1/imports/{job_id}/cancel").status_code == 409
 
 
 def test_cancel_finished_job_is_a_conflict(srv: ServerProcess, http: httpx.Client) -> None:
