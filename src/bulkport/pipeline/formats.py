@@ -9,6 +9,7 @@ read at all raises :class:`UnreadableFile`.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import enum
 import gzip
@@ -155,7 +156,9 @@ def _csv_rows(text: io.TextIOWrapper, reader: Any, columns: list[str]) -> Iterat
         yield from _csv_records(reader, columns)
     finally:
         # A collected TextIOWrapper closes the stream under it; the caller owns that stream.
-        text.detach()
+        # (When the caller closed it first, there is nothing left to protect.)
+        with contextlib.suppress(ValueError):
+            text.detach()
 
 
 def _csv_records(reader: Any, columns: list[str]) -> Iterator[RawRecord]:

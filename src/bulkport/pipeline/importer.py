@@ -169,12 +169,7 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: Ba
         for batch in batches:
             meter.start()
             with data.transaction():
-                db_rejected = loader.load(batch)
-                parsed = batch.originals_for(db_rejected.keys())
-                rejected = batch.rejected + [
-                    Rejected(row, preparer.original(parsed[row]), errs)
-                    for row, errs in db_rejected.items()
-                ]
+                rejected = batch.rejected + _load_rounds(loader, preparer, batch)
                 with sink.transaction() if dry_run else contextlib.nullcontext():
                     status = _commit(run, sink, batch, rejected)
             totals["successful"] += batch.size - len(rejected)
@@ -193,6 +188,21 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: Ba
     if totals["rejected"]:
         return JobStatus.COMPLETED_WITH_ERRORS
     return JobStatus.COMPLETED
+
+
+def _load_rounds(loader: Loader, preparer: BatchPreparer,
+                 batch: PreparedBatch) -> list[Rejected]:
+    """Load a batch, then its deferred repeats round by round; return the DB's rejections."""
+    rejected: list[Rejected] = []
+    current = batch
+    while True:
+        found = loader.load(current)
+        parsed = current.originals_for(found.keys())
+        rejected += [Rejected(row, preparer.original(parsed[row]), errs)
+                     for row, errs in found.items()]
+        if not current.deferred:
+            return rejected
+        current = preparer.next_round(current.deferred)
 
 
 def _commit(run: ImportRun, conn: psycopg.Connection[Any], batch: PreparedBatch,

@@ -46,6 +46,15 @@ class Rejected:
 
 
 @dataclass(slots=True)
+class Deferred:
+    """A validated record held back until the record it repeats is settled."""
+
+    values: list[Any]
+    row: int
+    data: Any
+
+
+@dataclass(slots=True)
 class PreparedBatch:
     """A batch after parsing and field validation, ready for the database."""
 
@@ -60,8 +69,8 @@ class PreparedBatch:
     checkpoint: int = 0
     #: Input bytes consumed once this batch commits (progress and ETA).
     bytes_processed: int = 0
-    #: Records of the file superseded by a later record in this batch (upsert).
-    superseded: int = 0
+    #: Clean records repeating an id or key staged earlier in the batch: next round.
+    deferred: list[Deferred] = field(default_factory=list)
 
     def originals_for(self, wanted: Collection[int]) -> dict[int, Any]:
         """The parsed records behind the clean rows with these record numbers."""
@@ -73,4 +82,4 @@ class PreparedBatch:
 
     @property
     def size(self) -> int:
-        return len(self.rows) + len(self.rejected) + self.superseded
+        return len(self.rows) + len(self.rejected) + len(self.deferred)

@@ -4,11 +4,11 @@ Database checks (uniqueness against stored rows, references) happen in
 :mod:`bulkport.pipeline.load`; here we settle what the file alone decides:
 field rules, and records of the same batch that share an id or natural key.
 
-* ``insert``: the first record with an id / natural key wins; later ones are
-  ``duplicate_id`` / ``duplicate_<key>``.
-* ``upsert``: records are applied in file order, so a later record for the same
-  row replaces the earlier one in the batch (the earlier one counts as applied,
-  as it would have been had it been loaded alone).
+A record that repeats the id or natural key of an earlier record of the same
+batch is deferred to a second round, loaded after the first is settled, so
+records apply in file order: in ``insert`` mode the repeat is a
+``duplicate_*`` if its twin was written and loads normally if its twin was
+rejected; in ``upsert`` mode it updates the row its twin wrote.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from bulkport.errors import BadRequest
-from bulkport.pipeline.types import PreparedBatch, RawRecord, RecordError, Rejected
+from bulkport.pipeline.types import Deferred, PreparedBatch, RawRecord, RecordError, Rejected
 from bulkport.resources.base import Resource, truncate_value
 from bulkport.resources.compile import compile_validator, copy_unescape
 
@@ -65,14 +65,10 @@ class BatchPreparer:
         return data
 
     def prepare(self, records: Iterable[RawRecord]) -> PreparedBatch:
+        """Validate ``records``; stage the clean ones, deferring in-file repeats."""
         batch = PreparedBatch()
-        rows, keys, originals = batch.rows, batch.keys, batch.originals
-        by_id: dict[str, int] = {}
-        by_key: dict[str, int] = {}
+        stage = self._stager(batch)
         validate = self.validate
-        key_index = self.key_index
-        key_ci = self.key_ci
-        upsert = self.mode is Mode.UPSERT
         original = self.original
         for rec in records:
             data = rec.data
@@ -87,6 +83,34 @@ class BatchPreparer:
                     RecordError(rec.row, p.field, truncate_value(p.value), p.code, p.message)
                     for p in problems]))
                 continue
+            stage(values, rec.row, data)
+        return batch
+
+    def next_round(self, deferred: list[Deferred]) -> PreparedBatch:
+        """Stage records deferred by the previous round (their twins are now settled)."""
+        batch = PreparedBatch()
+        stage = self._stager(batch)
+        for d in deferred:
+            stage(d.values, d.row, d.data)
+        return batch
+
+    def _stager(self, batch: PreparedBatch) -> Callable[[list[Any], int, Any], None]:
+        """``stage(values, row, data)``: add a clean record to ``batch``.
+
+        A record sharing its id or natural key with a record already staged in the
+        batch is deferred to the next round, loaded once this one is settled: so it
+        meets its twin as a stored row (``duplicate_*`` in insert mode, an update in
+        upsert mode) or, when the twin was rejected, as if it were the first. Records
+        are thereby applied in file order, whatever the batch size.
+        """
+        rows, keys, originals, deferred = batch.rows, batch.keys, batch.originals, batch.deferred
+        seen_ids: set[str] = set()
+        seen_keys: set[str] = set()
+        key_index = self.key_index
+        key_ci = self.key_ci
+        new_id = self.new_id
+
+        def stage(values: list[Any], row: int, data: Any) -> None:
             rid = values[0]
             key = None
             if key_index is not None:
@@ -95,70 +119,19 @@ class BatchPreparer:
                     key = copy_unescape(key)
                 if key_ci:
                     key = key.lower()
-            if upsert:
-                target = by_id.get(rid) if rid is not None else None
-                if target is None and key is not None:
-                    target = by_key.get(key)
-                if target is not None:
-                    self._merge(batch, target, rec, values, key, by_key)
-                    continue
-            elif (rid is not None and rid in by_id) or (key is not None and key in by_key):
-                batch.rejected.append(Rejected(rec.row, original(data),
-                                               self._insert_duplicates(rec.row, rid, key,
-                                                                       by_id, by_key)))
-                continue
+            if (rid is not None and rid in seen_ids) or (key is not None and key in seen_keys):
+                deferred.append(Deferred(values, row, data))
+                return
             if rid is None:
-                rid = values[0] = self.new_id()
-                values.append(str(rec.row))
-                values.append("f")
+                rid = new_id()
+                staged = [rid, *values[1:], str(row), "f"]
             else:
-                values.append(str(rec.row))
-                values.append("t")
-            idx = len(rows)
-            rows.append(values)
+                staged = [*values, str(row), "t"]
+            rows.append(staged)
             keys.append(key)
             originals.append(data)
-            by_id[rid] = idx
+            seen_ids.add(rid)
             if key is not None:
-                by_key[key] = idx
-        return batch
+                seen_keys.add(key)
 
-    def _insert_duplicates(
-        self, row: int, rid: str | None, key: str | None,
-        by_id: dict[str, int], by_key: dict[str, int],
-    ) -> list[RecordError]:
-        errors = []
-        if rid is not None and rid in by_id:
-            errors.append(RecordError(row, "id", rid, "duplicate_id",
-                                      "an earlier record in the file has the same id"))
-        if key is not None and key in by_key:
-            nk = self.resource.natural_key
-            errors.append(RecordError(row, nk, truncate_value(key), f"duplicate_{nk}",
-                                      f"an earlier record in the file has the same {nk}"))
-        return errors
-
-    def _merge(
-        self, batch: PreparedBatch, idx: int, rec: RawRecord, values: list[Any],
-        key: str | None, by_key: dict[str, int],
-    ) -> None:
-        """Apply ``rec`` over the batch row ``idx`` (upsert: the later record wins)."""
-        old = batch.rows[idx]
-        if key is not None:
-            other = by_key.get(key)
-            if other is not None and other != idx:
-                nk = self.resource.natural_key
-                batch.rejected.append(Rejected(rec.row, self.original(rec.data), [RecordError(
-                    rec.row, nk, truncate_value(key), f"duplicate_{nk}",
-                    f"another record of the file already uses this {nk}")]))
-                return
-            old_key = batch.keys[idx]
-            if old_key is not None:
-                by_key.pop(old_key, None)
-            by_key[key] = idx
-        values[0] = old[0]  # the row keeps the id it was first staged with
-        values.append(str(rec.row))
-        values.append(old[-1])
-        batch.rows[idx] = values
-        batch.keys[idx] = key
-        batch.originals[idx] = rec.data
-        batch.superseded += 1
+        return stage
