@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from bulkport.errors import IdempotencyConflict, LeaseLost, NotFound
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.pipeline.types import Rejected
+from bulkport.resources.base import clip_depth
 from bulkport.sql import QUERIES
 
 Conn = psycopg.Connection[Any]
@@ -186,7 +187,10 @@ def _json_text(value: Any) -> str | None:
     """JSON text for a jsonb column; NUL is not allowed in jsonb, so it is replaced."""
     if value is None:
         return None
-    data = orjson.dumps(value, default=str)
+    try:
+        data = orjson.dumps(value, default=str)
+    except TypeError:  # nested deeper than orjson writes (255 levels): keep the top
+        data = orjson.dumps(clip_depth(value), default=str)
     if b"\\u0000" in data:
         data = data.replace(b"\\u0000", b"\\ufffd")
     return data.decode()

@@ -22,6 +22,8 @@ EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 NULL = "\\N"
 #: Longest value echoed back in an error entry (characters).
 ERROR_VALUE_MAX_CHARS = 200
+#: Nesting kept of a value echoed in an error entry or stored as a rejected record.
+KEPT_JSON_DEPTH = 32
 #: A CSV cell the exporter neutralised: one added apostrophe before ``= + - @``
 #: (see :mod:`bulkport.sql.exporting`); the CSV importer removes exactly one.
 FORMULA_ESCAPED = re.compile(r"'+[-=+@]")
@@ -139,6 +141,22 @@ class Resource:
         return [f for f in self.fields if f.references]
 
 
+def clip_depth(value: Any, depth: int = KEPT_JSON_DEPTH) -> Any:
+    """``value`` as orjson can write it: lists/objects deeper than ``depth`` become ``"…"``.
+
+    orjson refuses to write more than 255 levels, yet an NDJSON line may hold up to
+    1024 (orjson reads them): such a value in an error entry or a rejected record
+    failed the whole job instead of that one record.
+    """
+    if isinstance(value, dict):
+        return {k: clip_depth(v, depth - 1) for k, v in value.items()} if depth > 0 else "…"
+    if isinstance(value, list):
+        return [clip_depth(v, depth - 1) for v in value] if depth > 0 else "…"
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:  # past what orjson writes
+        return float(value) if abs(value) < 10**300 else "…"
+    return value
+
+
 def truncate_value(value: Any) -> Any:
     """Shorten a value echoed in an error entry to a sane length."""
     if isinstance(value, str):
@@ -146,7 +164,10 @@ def truncate_value(value: Any) -> Any:
     elif value is None or isinstance(value, bool | int | float):
         return value
     else:
-        text = orjson.dumps(value, default=str).decode()
+        try:
+            text = orjson.dumps(value, default=str).decode()
+        except TypeError:  # nested deeper than orjson writes (255 levels): show the top
+            text = orjson.dumps(clip_depth(value), default=str).decode()
     if len(text) > ERROR_VALUE_MAX_CHARS:
         return text[:ERROR_VALUE_MAX_CHARS] + "…"
     return text
