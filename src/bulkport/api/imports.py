@@ -102,7 +102,7 @@ async def create_import(
         raise PayloadTooLarge(
             f"the upload is larger than the limit of {settings.max_upload_bytes} bytes",
             limit_bytes=settings.max_upload_bytes)
-    ctype = request.headers.get("content-type", "")
+    ctype = request.headers.get("content-type", "").lower()  # media types ignore case
     stored: StoredFile | None = None
     if ctype.startswith("multipart/form-data"):
         # The file streams straight into storage; the fields are checked once it is read.
