@@ -192,6 +192,18 @@ def test_broken_multipart(http: httpx.Client) -> None:
     assert_error(two, 400, "bad_request", "file")
 
 
+def test_media_types_ignore_case(http: httpx.Client) -> None:
+    resp = http.post("/v1/imports", content=b'{"resource": "users", "file_url": "ftp://x/a"}',
+                     headers={"content-type": "Application/JSON; Charset=UTF-8"})
+    assert_error(resp, 400, mentions="http://")  # read as JSON: the URL is what is refused
+    resp = http.post("/v1/imports", content=(
+        b'--B\r\nContent-Disposition: form-data; name="resource"\r\n\r\nusers\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.ndjson"\r\n\r\n'
+        + good_file() + b"\r\n--B--\r\n"),
+        headers={"content-type": "Multipart/Form-Data; boundary=B"})
+    assert resp.status_code == 202, resp.text
+
+
 def test_unsupported_content_type(http: httpx.Client) -> None:
     assert_error(http.post("/v1/imports", content=b"email\na@b.co",
                            headers={"content-type": "text/csv"}), 400, mentions="multipart")
