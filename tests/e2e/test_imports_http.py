@@ -149,6 +149,21 @@ def ndjson(*records: dict[str, Any]) -> bytes:
     return b"".join(orjson.dumps(r) + b"\n" for r in records)
 
 
+def assert_csv_download_round_trips(srv: ServerProcess, client: httpx.Client,
+                                    job: dict[str, Any]) -> None:
+    """The CSV of rejected records, imported again unchanged, is rejected for the same reasons."""
+    def reasons(job_id: str) -> Counter[str]:
+        by_row: dict[int, list[str]] = {}
+        for e in error_pages(client, job_id):
+            by_row.setdefault(e["row"], []).append(e["code"])
+        return Counter(";".join(sorted(c)) for c in by_row.values())
+
+    download = client.get(f"/v1/imports/{job['job_id']}/errors", params={"format": "csv"})
+    again = run(srv, client, download.content, "rejected.csv", job["resource"])
+    assert again["format"] == "csv" and again["successful_records"] == 0
+    assert reasons(again["job_id"]) == reasons(job["job_id"])
+
+
 def count(sql: psycopg.Connection[Any], table: str) -> int:
     row = sql.execute(f"SELECT count(*) FROM {table}").fetchone()
     assert row is not None
@@ -413,6 +428,7 @@ def test_articles_and_comments_with_reference_errors(
     assert UUID_RE.fullmatch(rows["no-id-here"])  # generated
     tags = sql.execute("SELECT tags FROM articles WHERE slug = 'hello-world'").fetchone()
     assert tags is not None and tags[0] == ["intro", "news"]
+    assert_csv_download_round_trips(srv, http, job)
 
     job = run(srv, http, ndjson(*COMMENTS), "comments.ndjson", "comments")
     assert job["status"] == "completed_with_errors"
@@ -432,6 +448,10 @@ def test_articles_and_comments_with_reference_errors(
     }
     stored = dict(sql.execute("SELECT id, body FROM comments").fetchall())
     assert stored == {"cm_5f74e2a9": "Nice", "cm_5": _words(500)}
+    created = sql.execute("SELECT created_at AT TIME ZONE 'UTC' FROM comments WHERE id = 'cm_5'"
+                          ).fetchone()
+    assert created is not None and created[0].isoformat() == "2024-02-01T08:00:00"
+    assert_csv_download_round_trips(srv, http, job)
 
     # Rejected records come back as uploaded, including their non-string values.
     lines = [orjson.loads(x) for x in http.get(
