@@ -15,7 +15,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -61,15 +61,39 @@ RUNNERS: dict[JobKind, Runner] = {JobKind.IMPORT: _run_import_job,
                                   JobKind.EXPORT: _run_export_job}
 
 
+class Busy:
+    """How many workers of this process are running a job.
+
+    A worker whose process already runs a job lets one poll interval pass before
+    it claims, so that idle worker processes (other cores) take new jobs first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        with self._lock:
+            self.count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.count -= 1
+
+
 class Worker:
     """Runs one job at a time until asked to stop."""
 
-    def __init__(self, settings: Settings, url: str, name: str | None = None) -> None:
+    def __init__(self, settings: Settings, url: str, name: str | None = None,
+                 stopping: threading.Event | None = None, busy: Busy | None = None) -> None:
         self.settings = settings
         self.url = url
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.upload_storage = LocalStorage(settings.upload_dir)
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()
+        self.busy = busy or Busy()
 
     def connect(self) -> psycopg.Connection[Any]:
         return db.connect(self.url, autocommit=True)
@@ -92,11 +116,13 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue was empty."""
+        if self.busy.count and self.stopping.wait(self.settings.poll_interval_seconds):
+            return False
         for kind, runner in RUNNERS.items():
             with self.connect() as conn:
                 job = STORE.claim(conn, kind, self.name, self.settings.lease_seconds)
             if job is not None:
-                with job_log_context(kind, job):
+                with job_log_context(kind, job), self.busy.running():
                     self._run(kind, runner, job)
                 return True
         return False
@@ -172,22 +198,31 @@ class _Heartbeat:
 # --- processes ----------------------------------------------------------------------------
 
 
-def worker_process_main(url: str) -> None:
-    """Entry point of a worker process: one worker, stopped by SIGTERM/SIGINT."""
+def worker_process_main(url: str, threads: int = 1) -> None:
+    """Entry point of a worker process: ``threads`` workers, stopped by SIGTERM/SIGINT."""
     from bulkport.logs import setup_logging
 
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
-    worker = Worker(settings, url)
+    stopping = threading.Event()
+    busy = Busy()
+    workers = [Worker(settings, url, stopping=stopping, busy=busy) for _ in range(threads)]
 
     def stop(signum: int, frame: Any) -> None:
-        worker.stopping.set()
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    threading.Thread(target=_stop_when_orphaned, args=(worker,), name="orphan-watch",
+    threading.Thread(target=_stop_when_orphaned, args=(workers[0],), name="orphan-watch",
                      daemon=True).start()
-    worker.run_forever()
+    runners = [threading.Thread(target=w.run_forever, name=f"worker-{i}")
+               for i, w in enumerate(workers)]
+    for t in runners:
+        t.start()
+    while not stopping.wait(1.0):  # the main thread stays free to take signals
+        pass
+    for t in runners:
+        t.join()
 
 
 #: How often a worker process checks that the process that started it is alive (seconds).
@@ -204,23 +239,31 @@ def _stop_when_orphaned(worker: Worker) -> None:
 
 
 class WorkerPool:
-    """N worker processes, restarted if one dies; stopped with SIGTERM (graceful)."""
+    """``count`` workers, restarted if a process dies; stopped with SIGTERM (graceful).
 
-    def __init__(self, url: str, count: int) -> None:
+    Workers run as threads of at most one process per CPU core: a process per
+    core gives every core its own interpreter (parsing is CPU-bound Python),
+    while more processes than cores would only add memory (each holds its own
+    copy of the interpreter and libraries, about 45 MB).
+    """
+
+    def __init__(self, url: str, count: int, processes: int | None = None) -> None:
         self.url = url
         self.count = count
+        nproc = max(1, min(count, processes or os.cpu_count() or 1)) if count else 0
+        self.threads = [count // nproc + (1 if i < count % nproc else 0) for i in range(nproc)]
         self.ctx = multiprocessing.get_context("spawn")
         self.procs: list[Any] = []
         self._stop = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="pool", daemon=True)
 
     def start(self) -> None:
-        self.procs = [self._spawn() for _ in range(self.count)]
+        self.procs = [self._spawn(n) for n in self.threads]
         self._supervisor.start()
 
-    def _spawn(self) -> Any:
-        proc = self.ctx.Process(target=worker_process_main, args=(self.url,), daemon=False,
-                                name="bulkport-worker")
+    def _spawn(self, threads: int) -> Any:
+        proc = self.ctx.Process(target=worker_process_main, args=(self.url, threads),
+                                daemon=False, name="bulkport-worker")
         proc.start()
         return proc
 
@@ -231,7 +274,7 @@ class WorkerPool:
                     log.warning("worker process %s exited (%s); restarting", proc.pid,
                                 proc.exitcode)
                     metrics.process_dead(proc.pid)
-                    self.procs[i] = self._spawn()
+                    self.procs[i] = self._spawn(self.threads[i])
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()

@@ -32,7 +32,6 @@ from bulkport.errors import Terminal, UnreadableFile
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, Job
 from bulkport.pipeline import formats
-from bulkport.pipeline.fetch import fetch
 from bulkport.pipeline.load import Loader
 from bulkport.pipeline.types import PreparedBatch, RawRecord, Rejected
 from bulkport.pipeline.validate import BatchPreparer, Mode
@@ -80,6 +79,9 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
     resource = get_resource(job["resource"])
     file_key = job["file_key"]
     if file_key is None:
+        # Imported here: httpx costs every worker process ~10 MB it rarely needs.
+        from bulkport.pipeline.fetch import fetch
+
         stored = fetch(job["source_url"], run.storage, settings)
         file_key = stored.key
         STORE.set_import_source(book, job["id"], run.owner, fmt=job["format"], columns=None,
