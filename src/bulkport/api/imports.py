@@ -94,7 +94,8 @@ _UPLOAD_DOC = {
              openapi_extra=_UPLOAD_DOC, summary="Start an import (upload or file_url)")
 async def create_import(
     request: Request, state: State,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    # An empty key would be one key shared by every client that sends the header blank.
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JSONResponse:
     settings = state.settings
     length = request.headers.get("content-length")
