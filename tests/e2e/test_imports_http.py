@@ -647,6 +647,16 @@ def test_idempotency_replay_and_conflicts(srv: ServerProcess, http: httpx.Client
     assert count(sql, "users") == 3
 
 
+def test_blank_idempotency_key_is_refused(srv: ServerProcess, http: httpx.Client) -> None:
+    resp = post_file(http, ndjson(*_users("blank", 1)), "u.ndjson", "users",
+                     headers={"Idempotency-Key": ""})
+    assert resp.status_code == 400, resp.text
+    assert "idempotency-key" in resp.json()["message"].lower()
+    resp = post_file(http, ndjson(*_users("long", 1)), "u.ndjson", "users",
+                     headers={"Idempotency-Key": "k" * 256})
+    assert resp.status_code == 400, resp.text
+
+
 def test_idempotency_by_url(idle_srv: ServerProcess) -> None:
     key = {"Idempotency-Key": f"url-{uuid.uuid4()}"}
     body = {"resource": "users", "file_url": "http://127.0.0.1:9/users.csv"}
