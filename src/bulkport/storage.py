@@ -112,6 +112,8 @@ class _Sink:
 
 #: Longest lifetime S3 accepts for a SigV4 presigned URL (seconds).
 PRESIGN_MAX_SECONDS = 7 * 24 * 3600
+_CONTENT_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8",
+                  "json": "application/json"}
 
 
 class StorageError(Exception):
@@ -132,7 +134,7 @@ class ExportStorage(LocalStorage):
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def presigned_url(self, key: str, *, expires_in: int, filename: str) -> str | None:
+    def presigned_url(self, key: str, *, expires_in: int) -> str | None:
         """A direct download URL, or ``None`` when downloads go through the API."""
         return None
 
@@ -169,8 +171,12 @@ class S3ExportStorage(ExportStorage):
     def publish(self, tmp: Path, key: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        # Stored with the object, so the presigned URL needs no response-* parameters.
+        extra = {"ContentDisposition": f'attachment; filename="{key}"',
+                 "ContentType": _CONTENT_TYPES.get(key.rsplit(".", 1)[-1],
+                                                   "application/octet-stream")}
         try:
-            self.client.upload_file(str(tmp), self.bucket, self.object_key(key))
+            self.client.upload_file(str(tmp), self.bucket, self.object_key(key), ExtraArgs=extra)
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"upload to s3://{self.bucket} failed: {exc}") from exc
         tmp.unlink(missing_ok=True)
@@ -186,11 +192,9 @@ class S3ExportStorage(ExportStorage):
     def exists(self, key: str) -> bool:
         return True  # objects appear only complete; their lifetime is the job's
 
-    def presigned_url(self, key: str, *, expires_in: int, filename: str) -> str | None:
+    def presigned_url(self, key: str, *, expires_in: int) -> str | None:
         url: str = self.client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.bucket, "Key": self.object_key(key),
-                    "ResponseContentDisposition": f'attachment; filename="{filename}"'},
+            "get_object", Params={"Bucket": self.bucket, "Key": self.object_key(key)},
             ExpiresIn=max(1, min(expires_in, PRESIGN_MAX_SECONDS)),
         )
         return url

@@ -92,6 +92,7 @@ class CopyStreamResponse(Response):
     def __init__(self, stream: CopyStream, *, media_type: str,
                  headers: dict[str, str] | None = None) -> None:
         self.stream = stream
+        self.body_sent = False
         self.status_code = 200
         self.media_type = media_type
         self.background = None
@@ -115,13 +116,14 @@ class CopyStreamResponse(Response):
             async for chunk in chunks:
                 with anyio.fail_after(SEND_STALL_SECONDS):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        self.body_sent = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    @staticmethod
-    async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                log.info("export client disconnected; stopping the export")
-                scope.cancel()
+                if not self.body_sent:  # (servers also say so once a response is complete)
+                    log.info("export client disconnected; stopping the export")
+                    scope.cancel()
                 return

@@ -269,8 +269,7 @@ def _expired(job: dict[str, Any]) -> bool:
 def _presigned(job: dict[str, Any], exports: ExportState) -> str | None:
     remaining = int((job["expires_at"] - datetime.now(UTC)).total_seconds())
     return exports.storage.presigned_url(
-        job["file_key"], expires_in=min(exports.url_ttl_seconds, remaining),
-        filename=f"{job['resource']}-{job['id']}.{job['format']}")
+        job["file_key"], expires_in=min(exports.url_ttl_seconds, remaining))
 
 
 def export_job_view(job: dict[str, Any], exports: ExportState) -> dict[str, Any]:
