@@ -18,20 +18,15 @@ Hooks, one call each at the place where the thing happens:
 * Batches: a pipeline creates a :class:`JobMeter` per run, calls
   :meth:`JobMeter.start` before a batch and :meth:`JobMeter.done` after its commit.
   A job that writes its records in one go (an export) calls :func:`count_records`.
-* Streaming exports: wrap the body of a streaming response so that
-  ``bulkport_export_streams_in_flight`` counts it while it is being sent::
-
-      from bulkport import metrics
-      body = metrics.tracked_stream(rows_as_bytes, resource="articles", fmt="ndjson")
-      return StreamingResponse(body, ...)
-
-  or, around code that sends a stream itself, ``with metrics.export_stream(resource, fmt):``.
+* Streaming exports: the code that sends a streaming export runs inside
+  ``with metrics.export_stream(resource, fmt):`` so that
+  ``bulkport_export_streams_in_flight`` counts it while it is being sent.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -188,21 +183,6 @@ def export_stream(resource: str, fmt: str) -> Iterator[None]:
         yield
     finally:
         gauge.dec()
-
-
-async def tracked_stream(body: Iterable[bytes] | AsyncIterator[bytes], *, resource: str,
-                         fmt: str) -> AsyncIterator[bytes]:
-    """``body`` as an async stream counted in ``bulkport_export_streams_in_flight``.
-
-    The count drops when the stream ends, fails, or is closed after the client
-    went away. A sync iterable is read in a thread so the event loop stays free.
-    """
-    from starlette.concurrency import iterate_in_threadpool
-
-    chunks = body if isinstance(body, AsyncIterator) else iterate_in_threadpool(iter(body))
-    with export_stream(resource, fmt):
-        async for chunk in chunks:
-            yield chunk
 
 
 # --- exposition -----------------------------------------------------------------------------

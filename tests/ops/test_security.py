@@ -77,6 +77,7 @@ def test_openapi_declares_bearer_auth(app_client: AppClient) -> None:
         doc = client.get("/openapi.json").json()
     assert doc["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
     assert doc["paths"]["/v1/imports"]["post"]["security"] == [{"apiKey": []}]
+    assert {"401", "403", "429"} <= set(doc["paths"]["/v1/imports/{job_id}"]["get"]["responses"])
     assert "security" not in doc["paths"]["/health"]["get"]
 
 

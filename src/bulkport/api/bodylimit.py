@@ -58,7 +58,9 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise HTTPException(413, f"the request body is too large: {hint}")
+                    # Close the connection: the rest of the body is not worth reading.
+                    raise HTTPException(413, f"the request body is too large: {hint}",
+                                        headers={"Connection": "close"})
             return message
 
         async def watched_send(message: Message) -> None:

@@ -128,10 +128,19 @@ def document_security(app: FastAPI) -> None:
         schema.setdefault("components", {})["securitySchemes"] = {
             "apiKey": {"type": "http", "scheme": "bearer",
                        "description": "One of BULKPORT_API_KEYS (when keys are configured)"}}
+        error = {"content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/ErrorResponse"}}}}
+        refusals = {"401": {"description": "No API key (when keys are configured)", **error},
+                    "403": {"description": "The API key is not valid", **error},
+                    "429": {"description": "Rate limited; see Retry-After", **error}}
+        has_error_schema = "ErrorResponse" in schema["components"].get("schemas", {})
         for path, operations in schema.get("paths", {}).items():
             if path.startswith("/v1"):
                 for operation in operations.values():
                     operation["security"] = [{"apiKey": []}]
+                    if has_error_schema:
+                        for status, doc in refusals.items():
+                            operation.setdefault("responses", {}).setdefault(status, doc)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
