@@ -48,12 +48,15 @@ http() {
         --max-time 60 "$@" "$BASE$path")" || STATUS="000"
 }
 header() { grep -i "^$1:" "$WORK/headers" | head -n1 | cut -d' ' -f2- | tr -d '\r'; }
+children() { # PIDs of the child processes of $1
+    if command -v pgrep >/dev/null; then pgrep -P "$1"; else ps -o pid= --ppid "$1"; fi
+}
 
 cleanup() {
     local code=$?
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         local workers
-        workers="$(pgrep -P "$SERVER_PID" | tr '\n' ' ')"
+        workers="$(children "$SERVER_PID" | tr '\n' ' ')"
         kill -TERM "$SERVER_PID"
         for _ in $(seq 1 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
         if kill -0 "$SERVER_PID" 2>/dev/null; then

@@ -593,6 +593,8 @@ def test_cancel_processing_keeps_committed_batches(slow_srv: ServerProcess) -> N
             time.sleep(0.01)
         assert job["status"] == "processing", job
         assert 0 < job["progress"] < 1
+        assert job["rows_per_sec"] > 0 and job["eta_seconds"] > 0
+        assert job["completed_at"] is None and job["total_records"] is None
         resp = client.post(f"/v1/imports/{job_id}/cancel")
         assert resp.status_code == 200, resp.text
         assert resp.json()["status"] == "cancelled"
