@@ -118,7 +118,8 @@ def test_http_errors_become_a_clear_failure(file_server: FileServer, tmp_path: P
 def test_check_url_resolves_names(tmp_path: Path) -> None:
     with pytest.raises(UrlNotAllowed, match=r"127\.0\.0\.1"):
         check_url("http://localhost:8000/x.csv", settings(tmp_path, fetch_allow_list=[]))
-    with pytest.raises(UrlNotAllowed, match="could not be resolved"):
-        check_url("http://no-such-host.invalid/x.csv", settings(tmp_path))
+    for host in ("no-such-host.invalid", "a" * 300, "bad\x00host", "xn--a-.example"):
+        with pytest.raises(UrlNotAllowed, match="could not be resolved"):
+            check_url(f"http://{host}/x.csv", settings(tmp_path))
     assert check_url("http://127.0.0.1:1/x.csv", settings(tmp_path)) == "http://127.0.0.1:1/x.csv"
     assert check_url("http://10.0.0.1/x", settings(tmp_path, allow_private_urls=True))

@@ -78,7 +78,7 @@ def _allowed_by_list(host: str, ip: IPAddress, settings: Settings) -> bool:
 def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (OSError, UnicodeError, ValueError) as exc:  # ValueError: NUL in the name
         raise UrlNotAllowed(f"the host of file_url ({host}) could not be resolved: {exc}",
                             host=host) from None
     # Drop an IPv6 zone ("fe80::1%eth0"): it only ever names a link-local address.
