@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(
         1024 * 1024, ge=1024, description="Longest accepted NDJSON line / CSV field"
     )
+    max_decompressed_bytes: int = Field(
+        20 * 1024**3, ge=1,
+        description="Largest size a gzip file may inflate to; past it the import fails",
+    )
     allowed_roles: list[str] = Field(
         ["admin", "author", "reader"], description="Accepted user roles (JSON list)"
     )

@@ -85,13 +85,64 @@ def format_from_content(head: bytes) -> Format:
     return Format.CSV
 
 
-def open_decompressed(raw: IO[bytes]) -> IO[bytes]:
-    """Wrap ``raw`` in a gzip reader when it starts with the gzip magic number."""
+def open_decompressed(raw: IO[bytes], max_bytes: int | None = None) -> IO[bytes]:
+    """Wrap ``raw`` in a gzip reader when it starts with the gzip magic number.
+
+    With ``max_bytes``, reading past that many decompressed bytes raises
+    :class:`UnreadableFile`: a gzip bomb fails its job instead of occupying a
+    worker for hours.
+    """
     head = raw.read(2)
     raw.seek(0)
     if head == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        inflated = gzip.GzipFile(fileobj=raw, mode="rb")
+        if max_bytes is None:
+            return inflated  # type: ignore[return-value]
+        return _SizeLimited(inflated, max_bytes)  # type: ignore[return-value]
     return raw
+
+
+class _SizeLimited(io.BufferedIOBase):
+    """A gzip reader that fails once more than ``limit`` bytes came out of it."""
+
+    def __init__(self, inner: gzip.GzipFile, limit: int) -> None:
+        super().__init__()
+        self._inner = inner
+        self._limit = limit
+
+    def _checked(self, data: bytes) -> bytes:
+        if self._inner.tell() > self._limit:
+            raise UnreadableFile(
+                f"the file decompresses to more than {self._limit} bytes "
+                "(BULKPORT_MAX_DECOMPRESSED_BYTES); split it or raise the limit")
+        return data
+
+    def _cap(self, size: int | None) -> int:
+        """A read size that never inflates far past the limit in one go."""
+        if size is None or size < 0:
+            return max(1, self._limit + 1 - self._inner.tell())
+        return size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._checked(self._inner.read(self._cap(size)))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._checked(self._inner.read1(self._cap(size)))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._checked(self._inner.readline(self._cap(size)))
 
 
 def sniff(stream: IO[bytes]) -> bytes:
@@ -130,7 +181,7 @@ def _guard(records: Iterator[RawRecord]) -> Iterator[RawRecord]:
 def _read_csv(stream: IO[bytes], max_line_bytes: int) -> tuple[list[str], Iterator[RawRecord]]:
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
     csv.field_size_limit(max_line_bytes)
-    reader = csv.reader(text, strict=False)
+    reader = csv.reader(_Lines(text, max_line_bytes), strict=False)
     try:
         header = next(reader)
     except StopIteration:
@@ -149,6 +200,33 @@ def _read_csv(stream: IO[bytes], max_line_bytes: int) -> tuple[list[str], Iterat
     if dupes:
         raise UnreadableFile(f"the CSV header repeats column(s): {', '.join(dupes)}")
     return columns, _guard(_csv_rows(text, reader, columns))
+
+
+class _Lines:
+    """The physical lines of ``text`` for csv.reader, none longer than ``limit`` characters.
+
+    csv.reader takes whatever one line holds: a file without line breaks (or a
+    gzip bomb of NUL bytes) went into memory whole, gigabytes of it. A longer line
+    is skipped instead; csv.reader passes the csv.Error raised here on as one
+    malformed record and then reads on from the next line.
+    """
+
+    def __init__(self, text: io.TextIOWrapper, limit: int) -> None:
+        self._readline = text.readline
+        self._limit = limit
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._readline(self._limit + 1)
+        if not line:
+            raise StopIteration
+        if len(line) > self._limit and line[-1] not in "\r\n":
+            while (rest := self._readline(self._limit)) and rest[-1] not in "\r\n":
+                pass
+            raise csv.Error(f"the line is longer than {self._limit} characters")
+        return line
 
 
 def _csv_rows(text: io.TextIOWrapper, reader: Any, columns: list[str]) -> Iterator[RawRecord]:
@@ -249,6 +327,8 @@ def _read_ndjson(stream: IO[bytes], max_line_bytes: int) -> Iterator[RawRecord]:
 
 
 def _read_json(stream: IO[bytes]) -> Iterator[RawRecord]:
+    if sniff(stream).startswith(codecs.BOM_UTF8):
+        stream.read(len(codecs.BOM_UTF8))  # ijson takes a byte order mark for bad JSON
     head = sniff(stream).lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head:
         raise UnreadableFile("the file is empty")

@@ -87,7 +87,7 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
         STORE.set_import_source(book, job["id"], run.owner, fmt=job["format"], columns=None,
                                 file_key=file_key, file_size_bytes=stored.size)
     with run.storage.open_read(file_key) as raw:
-        stream = formats.open_decompressed(raw)
+        stream = formats.open_decompressed(raw, max_bytes=settings.max_decompressed_bytes)
         head = formats.sniff(stream)
         if not head.strip():
             raise UnreadableFile("the file is empty")
