@@ -14,7 +14,7 @@ import anyio
 import orjson
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import ConnectionPool
 
 from bulkport import db
 from bulkport.config import Settings
@@ -199,12 +199,12 @@ def _copy_backends(url: str) -> list[tuple[int, str]]:
             "ORDER BY pid").fetchall()
 
 
-async def _pool(url: str) -> AsyncConnectionPool[Any]:
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+def _pool(url: str) -> ConnectionPool[Any]:
+    pool: ConnectionPool[Any] = ConnectionPool(
         url, min_size=1, max_size=1, open=False,
         kwargs={"options": SESSION_OPTIONS, "autocommit": True,
                 "application_name": "export-test"})
-    await pool.open(wait=True)
+    pool.open(wait=True)
     return pool
 
 
@@ -219,7 +219,7 @@ def _big(url: str) -> None:
 
 def test_stream_reads_everything_then_frees_the_connection(seeded: str) -> None:
     async def main() -> bytes:
-        pool = await _pool(seeded)
+        pool = _pool(seeded)
         try:
             stream = CopyStream(pool.connection(), parse_spec("users", "json", None, {}),
                                 gzip=True)
@@ -230,7 +230,7 @@ def test_stream_reads_everything_then_frees_the_connection(seeded: str) -> None:
             assert pool.get_stats()["pool_available"] == 1
             return body
         finally:
-            await pool.close()
+            pool.close()
 
     body = gzip.decompress(asyncio.run(main()))
     assert body == export_bytes(seeded, "users", "json")
@@ -242,7 +242,7 @@ def test_stopping_a_stream_cancels_the_query_and_returns_the_connection(
     _big(clean_db)
 
     async def main() -> None:
-        pool = await _pool(clean_db)
+        pool = _pool(clean_db)
         try:
             spec = parse_spec("articles", "ndjson", None, {})
             stream = CopyStream(pool.connection(), spec, chunk_bytes=64 * 1024)
@@ -271,14 +271,14 @@ def test_stopping_a_stream_cancels_the_query_and_returns_the_connection(
             assert b"".join([c async for c in again.chunks()]) == b"id\na\n"
             await again.aclose()
         finally:
-            await pool.close()
+            pool.close()
 
     asyncio.run(main())
 
 
 def test_a_failing_query_raises_before_any_byte(seeded: str) -> None:
     async def main() -> None:
-        pool = await _pool(seeded)
+        pool = _pool(seeded)
         try:
             with db.connect(seeded, autocommit=True) as c:
                 c.execute("ALTER TABLE comments RENAME COLUMN body TO body_gone")
@@ -291,7 +291,7 @@ def test_a_failing_query_raises_before_any_byte(seeded: str) -> None:
                 with db.connect(seeded, autocommit=True) as c:
                     c.execute("ALTER TABLE comments RENAME COLUMN body_gone TO body")
         finally:
-            await pool.close()
+            pool.close()
 
     asyncio.run(main())
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import ConnectionPool
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -55,14 +55,15 @@ class ExportExpired(BulkportError):
 class ExportState:
     """What the export routes share: the streaming pool and the export storage."""
 
-    streams: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+    streams: ConnectionPool[psycopg.Connection[Any]]
     storage: ExportStorage
     #: Lifetime of a presigned download URL (seconds), capped by the export's expiry.
     url_ttl_seconds: int
 
 
-def open_stream_pool(url: str, max_size: int) -> AsyncConnectionPool[Any]:
-    return AsyncConnectionPool(
+def open_stream_pool(url: str, max_size: int) -> ConnectionPool[Any]:
+    """The pool of streaming exports: each stream holds one connection while it runs."""
+    return ConnectionPool(
         url, min_size=0, max_size=max_size, open=False, name="exports",
         kwargs={"options": SESSION_OPTIONS, "autocommit": True,
                 "application_name": APPLICATION_NAME},

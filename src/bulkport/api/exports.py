@@ -46,13 +46,13 @@ from bulkport.storage import export_storage
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.bulkport
     streams = open_stream_pool(state.url, state.settings.export_streams)
-    await streams.open()
+    streams.open()
     app.state.exports = ExportState(streams=streams, storage=export_storage(state.settings),
                                     url_ttl_seconds=state.settings.s3_url_ttl_seconds)
     try:
         yield
     finally:
-        await streams.close()
+        await run_in_threadpool(streams.close)
 
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"], lifespan=lifespan)

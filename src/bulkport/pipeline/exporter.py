@@ -2,24 +2,26 @@
 
 Two ways to run it, both without a web server:
 
-* :class:`CopyStream` streams an export from an async connection (the API's
+* :class:`CopyStream` streams an export to async code (the API's
   ``GET /v1/exports``): ``await stream.start()``, iterate ``stream.chunks()``,
-  ``await stream.aclose()``. Closing early (the client went away) cancels the
-  query on the server and drains the connection, so it goes back to its pool
-  clean; this happens even inside a cancelled task.
+  ``await stream.aclose()``. A reader thread runs the COPY on a connection
+  taken from a pool; closing early (the client went away) cancels the query
+  on the server, and the connection goes back to its pool clean. Closing
+  works inside a cancelled task too.
 * :func:`write_export` writes an export to a file from a sync connection (the
   export jobs of :mod:`bulkport.pipeline.export_job`).
 
-Memory is bounded by ``chunk_bytes``: rows are gathered into chunks of about
-that size and nothing else is held. PostgreSQL renders the rows
+Memory is bounded by ``chunk_bytes * (AHEAD_CHUNKS + 1)``: rows are gathered
+into chunks and nothing else is held. PostgreSQL renders the rows
 (:mod:`bulkport.sql.exporting`); Python only joins buffers, frames JSON arrays
-and, when asked, gzips.
+and, when asked, gzips (in the reader thread, off the event loop).
 
-The async reader talks to libpq through :mod:`psycopg.pq` (psycopg's public
-libpq wrapper) inside psycopg's ``cursor.copy()`` block instead of iterating
-the copy object: ``AsyncCopy.read()`` costs ~1.8 µs per row in Python against
-~0.7 µs here, which on a 2-core machine decides whether the HTTP stream keeps
-up with raw COPY (bench/README.md, "Exports").
+Why a thread and libpq's own read: per row, ``AsyncCopy`` iteration costs
+~1.8 µs of Python, an async readiness loop over :mod:`psycopg.pq` ~0.9 µs,
+the sync copy iterator ~0.6 µs, and a blocking ``PGconn.get_copy_data(0)``
+(psycopg's public libpq wrapper, which releases the GIL while it waits)
+~0.2 µs. On a 2-core machine the server's CPU per row decides how close the
+HTTP stream gets to raw COPY (bench/README.md, "Exports").
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 import zlib
 from collections.abc import AsyncGenerator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AbstractContextManager
 from typing import IO, Any
 
 import anyio
@@ -45,17 +48,20 @@ log = logging.getLogger(__name__)
 
 #: Bytes gathered before a chunk is handed on (bounds memory per export).
 CHUNK_BYTES = 256 * 1024
-#: Below this many bytes per wake-up the reader pauses briefly so that rows
-#: accumulate: waking per row costs more than the row (bytes).
-SMALL_READ_BYTES = 32 * 1024
-#: That pause (seconds): ~200 KB at raw-COPY speed, under a socket buffer.
-COALESCE_SECONDS = 0.001
+#: Chunks read ahead of the consumer (with CHUNK_BYTES: the memory bound).
+AHEAD_CHUNKS = 2
+#: How often a reader waiting for the consumer checks whether it should stop (seconds).
+ROOM_POLL_SECONDS = 0.1
 #: gzip level: 1 (nginx's default) compresses JSON/CSV 4-6x at ~3x the speed of 6.
 GZIP_LEVEL = 1
-#: Longest wait for the server to stop a cancelled export (seconds).
+#: Longest wait for the reader of a cancelled export to stop (seconds).
 CANCEL_TIMEOUT_SECONDS = 10.0
 
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
+
+
+class Stopped(Exception):
+    """The export was asked to stop (cancelled job, lost lease, shutdown)."""
 
 
 class Encoder:
@@ -84,31 +90,22 @@ class Encoder:
         return tail
 
 
-# --- streaming (async) -------------------------------------------------------------------
+# --- streaming ----------------------------------------------------------------------------
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    loop.add_reader(fd, ready)
-    try:
-        await fut
-    finally:
-        loop.remove_reader(fd)
+_END = object()
 
 
 class CopyStream:
-    """One streaming export over one async connection.
+    """One streaming export, read by a thread and consumed from async code.
 
-    ``connection`` is entered on :meth:`start` and left on :meth:`aclose`: a
-    pool's ``connection()`` returns the connection to its pool.
+    ``connection`` (e.g. ``pool.connection(timeout=5)``) is entered in the
+    reader thread and left when the export ends or is stopped, which returns a
+    pooled connection to its pool. At most ``AHEAD_CHUNKS`` chunks wait for
+    the consumer, so memory stays flat however slow the client is.
     """
 
-    def __init__(self, connection: AbstractAsyncContextManager[psycopg.AsyncConnection[Any]],
+    def __init__(self, connection: AbstractContextManager[psycopg.Connection[Any]],
                  spec: ExportSpec, *, gzip: bool = False, chunk_bytes: int = CHUNK_BYTES,
                  ) -> None:
         self.connection = connection
@@ -116,132 +113,153 @@ class CopyStream:
         self.encoder = Encoder(spec.format, gzip=gzip)
         self.chunk_bytes = chunk_bytes
         self.rows = 0
-        self.bytes_sent = 0
-        self._stack = AsyncExitStack()
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._done = False
+        self._stop = threading.Event()
+        self._room = threading.Semaphore(AHEAD_CHUNKS)
+        self._items: asyncio.Queue[Any] = asyncio.Queue()
+        self._conn: psycopg.Connection[Any] | None = None
+        # Held while a cancel is sent, and by the reader to let go of the connection:
+        # a late cancel must never reach a connection back in the pool.
+        self._conn_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._finished = False
 
     async def start(self) -> None:
-        """Run the COPY: a failing query raises here, before any byte is sent."""
-        try:
-            conn = await self._stack.enter_async_context(self.connection)
-            self._conn = conn
-            await conn.execute(SESSION_SETUP)
-            cur = await self._stack.enter_async_context(conn.cursor())
-            statement = export_statement(self.spec.resource, self.spec.fields,
-                                         self.spec.conditions, self.spec.format.value)
-            await self._stack.enter_async_context(cur.copy(statement))
-        except BaseException:
-            self._done = True  # a failed COPY leaves nothing to cancel
-            await self._stack.aclose()
-            raise
+        """Start the COPY: a query that fails raises here, before any byte is sent."""
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._produce, args=(loop,), daemon=True,
+                                        name=f"export-{self.spec.resource.name}")
+        self._thread.start()
+        first = await self._items.get()
+        if isinstance(first, BaseException):
+            self._finished = True
+            raise first
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The export's bytes, encoded, in chunks of about ``chunk_bytes``."""
-        gzip = self.encoder.compressor is not None
-        async for raw in self._raw_chunks():
-            out = await anyio.to_thread.run_sync(self.encoder.feed, raw) if gzip \
-                else self.encoder.feed(raw)
-            if out:
-                self.bytes_sent += len(out)
-                yield out
-        tail = self.encoder.end()
-        if tail:
-            self.bytes_sent += len(tail)
-            yield tail
+        while True:
+            item = await self._items.get()
+            if item is _END:
+                self._finished = True
+                return
+            if isinstance(item, BaseException):
+                self._finished = True
+                raise item
+            self._room.release()
+            yield item
 
-    async def _raw_chunks(self) -> AsyncGenerator[bytes, None]:
-        assert self._conn is not None, "start() first"
-        pgconn = self._conn.pgconn
-        loop = asyncio.get_running_loop()
+    async def aclose(self) -> None:
+        """End the export; if it still runs, cancel its query and wait for the reader."""
+        with anyio.CancelScope(shield=True):
+            thread = self._thread
+            if thread is None:
+                return
+            if thread.is_alive():
+                self._stop.set()
+                self._room.release()  # wake a reader waiting for room
+                if not self._finished:
+                    log.info("export of %s stopped early: cancelling its query",
+                             self.spec.resource.name)
+                    await anyio.to_thread.run_sync(self._cancel)
+                await anyio.to_thread.run_sync(thread.join, CANCEL_TIMEOUT_SECONDS)
+                if thread.is_alive():
+                    log.warning("the reader of an export did not stop in %.0f s",
+                                CANCEL_TIMEOUT_SECONDS)
+
+    def _cancel(self) -> None:
+        # A reader blocked on PostgreSQL (a slow filter) only wakes up this way.
+        with self._conn_lock:
+            if self._conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.cancel_safe(timeout=CANCEL_TIMEOUT_SECONDS)
+
+    # --- the reader thread -------------------------------------------------------------
+
+    def _produce(self, loop: asyncio.AbstractEventLoop) -> None:
+        def put(item: Any) -> None:
+            loop.call_soon_threadsafe(self._items.put_nowait, item)
+
+        started = False
+        try:
+            statement = export_statement(self.spec.resource, self.spec.fields,
+                                         self.spec.conditions, self.spec.format.value)
+            with self.connection as conn:
+                with self._conn_lock:
+                    self._conn = conn
+                try:
+                    conn.execute(SESSION_SETUP)
+                    with conn.cursor() as cur, cur.copy(statement):
+                        put(None)  # started
+                        started = True
+                        self._read(conn, put)
+                finally:
+                    with self._conn_lock:
+                        self._conn = None
+            put(_END)
+        except Stopped:
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            if self._stop.is_set() and started:
+                put(_END)  # the cancellation we asked for
+            else:
+                put(exc)
+
+    def _read(self, conn: psycopg.Connection[Any], put: Callable[[Any], None]) -> None:
+        # libpq's blocking read releases the GIL while it waits and costs ~0.2 µs
+        # per row; psycopg's copy iterator costs ~0.6 µs, its async one ~1.8 µs.
+        pgconn = conn.pgconn
         get = pgconn.get_copy_data
         limit = self.chunk_bytes
         parts: list[Any] = []
-        size = rows = got = 0  # got: bytes read since the reader last waited
-        paused = False
+        size = rows = 0
         while True:
-            nbytes, data = get(1)
+            nbytes, data = get(0)
             if nbytes > 0:
                 parts.append(data)
                 size += nbytes
-                got += nbytes
                 rows += 1
                 if size >= limit:
-                    chunk = b"".join(parts)
+                    self._send(b"".join(parts), put)
                     parts.clear()
                     size = 0
-                    yield chunk
                 continue
-            if nbytes == 0:  # nothing buffered: wait for the server
-                if got < SMALL_READ_BYTES and not paused:
-                    await asyncio.sleep(COALESCE_SECONDS)
-                    paused = True
-                else:
-                    await _readable(loop, pgconn.socket)
-                    paused = False
-                got = 0
-                pgconn.consume_input()
-                continue
-            break  # -1: COPY finished; -2: error, reported by the result
-        self.rows = rows - (1 if self.spec.format is Format.CSV else 0)
-        if parts:
-            yield b"".join(parts)
-        await self._collect_results()
-        self._done = True
-
-    async def _collect_results(self) -> None:
-        assert self._conn is not None
-        pgconn = self._conn.pgconn
-        loop = asyncio.get_running_loop()
-        error: psycopg.Error | None = None
-        while True:
-            while pgconn.is_busy():
-                await _readable(loop, pgconn.socket)
-                pgconn.consume_input()
-            result = pgconn.get_result()
-            if result is None:
+            if nbytes == -1:
                 break
-            if result.status != _COMMAND_OK and error is None:
-                message = (result.error_message or b"COPY failed").decode("utf-8", "replace")
-                error = psycopg.DatabaseError(message.strip())
-        if error is not None:
-            raise error
+            raise psycopg.OperationalError(
+                (pgconn.error_message or b"COPY failed").decode("utf-8", "replace").strip())
+        self.rows = rows - (1 if self.spec.format is Format.CSV else 0)
+        _check_results(pgconn)
+        if parts:
+            self._send(b"".join(parts), put)
+        tail = self.encoder.end()
+        if tail:
+            self._wait_room()
+            put(tail)
 
-    async def aclose(self) -> None:
-        """End the export; if it is still running, cancel it and drain the connection."""
-        with anyio.CancelScope(shield=True):
-            if not self._done and self._conn is not None:
-                await self._abort(self._conn)
-            self._done = True
-            await self._stack.aclose()
+    def _send(self, chunk: bytes, put: Callable[[Any], None]) -> None:
+        out = self.encoder.feed(chunk)  # framing and gzip happen here, off the event loop
+        if out:
+            self._wait_room()
+            put(out)
 
-    async def _abort(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        log.info("export of %s stopped early: cancelling its query", self.spec.resource.name)
-        try:
-            with anyio.fail_after(CANCEL_TIMEOUT_SECONDS):
-                await conn.cancel_safe(timeout=CANCEL_TIMEOUT_SECONDS)
-                pgconn = conn.pgconn
-                loop = asyncio.get_running_loop()
-                while True:
-                    nbytes, _ = pgconn.get_copy_data(1)
-                    if nbytes < 0:
-                        break
-                    if nbytes == 0:
-                        await _readable(loop, pgconn.socket)
-                        pgconn.consume_input()
-                with contextlib.suppress(psycopg.Error):
-                    await self._collect_results()
-        except (TimeoutError, psycopg.Error, OSError) as exc:
-            # The connection is in an unknown state: close it; the pool replaces it.
-            log.warning("could not cancel an export cleanly (%s); closing its connection", exc)
-            await conn.close()
+    def _wait_room(self) -> None:
+        while not self._room.acquire(timeout=ROOM_POLL_SECONDS):
+            if self._stop.is_set():
+                raise Stopped()
+        if self._stop.is_set():
+            raise Stopped()
+
+
+def _check_results(pgconn: pq.abc.PGconn) -> None:
+    """Read the results that follow COPY data; raise the first error among them."""
+    error: str | None = None
+    while (result := pgconn.get_result()) is not None:
+        if result.status != _COMMAND_OK and error is None:
+            error = (result.error_message or b"COPY failed").decode("utf-8", "replace").strip()
+    if error is not None:
+        raise psycopg.DatabaseError(error)
 
 
 # --- to a file (sync) ---------------------------------------------------------------------
-
-
-class Stopped(Exception):
-    """The export was asked to stop (cancelled job, lost lease, shutdown)."""
 
 
 def write_export(conn: psycopg.Connection[Any], spec: ExportSpec, out: IO[bytes], *,
