@@ -153,15 +153,16 @@ def _raw_getter(names: list[str], columns: Sequence[str] | None) -> Callable[[An
 # --- coercions: raw value (str from CSV, any JSON value) -> COPY text ------------------
 
 
-def _as_text(raw: Any, name: str) -> str:
+def _as_text(raw: Any, name: str, code: str | None = None) -> str:
+    """``raw`` as text; ``code`` is the field's format code (SPEC §2), if it has one."""
     if raw.__class__ is str:
         s: str = raw
     elif isinstance(raw, bool | dict | list):
-        raise FieldError(f"invalid_{name}", f"{name} must be a string")
+        raise FieldError(code or f"invalid_{name}", f"{name} must be a string")
     else:
         s = str(raw)
     if "\x00" in s:
-        raise FieldError(f"invalid_{name}", f"{name} contains a NUL character")
+        raise FieldError(code or f"invalid_{name}", f"{name} contains a NUL character")
     return s
 
 
@@ -170,7 +171,7 @@ def _make_id(f: Field) -> Coerce:
     match = ID_PATTERN.fullmatch
 
     def coerce(raw: Any) -> str:
-        s = raw if raw.__class__ is str else _as_text(raw, name)
+        s = raw if raw.__class__ is str else _as_text(raw, name, "invalid_id_format")
         if match(s) is None:
             raise FieldError("invalid_id_format",
                              f"{name} must be 1-64 characters of letters, digits and _ . : -")
@@ -184,7 +185,7 @@ def _make_email(f: Field) -> Coerce:
     match = EMAIL_PATTERN.fullmatch
 
     def coerce(raw: Any) -> str:
-        s = _as_text(raw, name).strip()
+        s = _as_text(raw, name, "invalid_email_format").strip()
         if len(s) > 254 or match(s) is None:
             raise FieldError("invalid_email_format", f"{name} is not a valid email address")
         return copy_escape(s)
@@ -282,7 +283,8 @@ def _make_text(f: Field) -> Coerce:
     words_code = f"{name}_exceeds_{max_words}_words"
 
     def coerce(raw: Any) -> str:
-        s = raw if raw.__class__ is str and "\x00" not in raw else _as_text(raw, name)
+        s = (raw if raw.__class__ is str and "\x00" not in raw
+             else _as_text(raw, name, pattern_code if pattern is not None else None))
         if pattern is not None and pattern(s) is None:
             raise FieldError(pattern_code, pattern_message)
         if max_words is not None and len(s.split(None, max_words)) > max_words:
