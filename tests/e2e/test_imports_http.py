@@ -459,6 +459,32 @@ def test_articles_and_comments_with_reference_errors(
     assert {line["row"]: line["record"] for line in lines}[3] == COMMENTS[2]
 
 
+def test_values_of_the_wrong_json_type_get_the_fields_codes(
+        srv: ServerProcess, http: httpx.Client) -> None:
+    base = {"email": "t@example.com", "name": "T", "role": "reader"}
+    job = run(srv, http, ndjson(
+        {**base, "id": True},
+        {**base, "email": ["t@example.com"]},
+        {**base, "email": 42},
+        {**base, "role": ["reader"]},
+        {**base, "active": "yes"},
+        {**base, "created_at": 1700000000},
+        {**base, "id": 12345},  # a number is an id like its text
+    ), "types.ndjson", "users")
+    by_row = {e["row"]: e["code"] for e in error_pages(http, job["job_id"])}
+    assert by_row == {1: "invalid_id_format", 2: "invalid_email_format",
+                      3: "invalid_email_format", 4: "invalid_role", 5: "invalid_active",
+                      6: "invalid_created_at"}
+    assert job["successful_records"] == 1
+
+    run(srv, http, ndjson(*USERS), "u.ndjson", "users")
+    art = {"title": "t", "body": "b", "author_id": "usr_1", "status": "draft"}
+    job = run(srv, http, ndjson({**art, "slug": ["a-b"]}, {**art, "slug": "ok", "tags": "x, y"},
+                                {**art, "slug": "tags", "tags": [1, 2]}), "a.ndjson", "articles")
+    by_row = {e["row"]: e["code"] for e in error_pages(http, job["job_id"])}
+    assert by_row == {1: "invalid_slug_format", 3: "invalid_tags"}
+
+
 def test_upsert_articles_by_slug_and_id(srv: ServerProcess, http: httpx.Client,
                                         sql: psycopg.Connection[Any]) -> None:
     run(srv, http, ndjson(*USERS), "u.ndjson", "users")
