@@ -53,9 +53,12 @@ MAX_FILE_NAME_CHARS = 255
 
 
 def valid_job_id(job_id: str) -> str:
-    """A job id that cannot exist (e.g. holding NUL, which PostgreSQL refuses) is a 404."""
+    """A job id that cannot exist (e.g. holding NUL, which PostgreSQL refuses) is a 404.
+
+    Import and export routes share it, so the message names no kind of job.
+    """
     if _CONTROL.search(job_id):
-        raise NotFound(f"no import job with id {job_id!r}")
+        raise NotFound(f"no job with id {job_id!r}")
     return job_id
 
 
