@@ -93,7 +93,10 @@ _UPLOAD_DOC = {
 }
 
 
-@router.post("", status_code=202, response_model=ImportJob, responses=ERRORS,
+@router.post("", status_code=202, response_model=ImportJob,
+             responses=ERRORS | {200: {"model": ImportJob, "description":
+                                       "The job an earlier request with the same "
+                                       "Idempotency-Key created"}},
              openapi_extra=_UPLOAD_DOC, summary="Start an import (upload or file_url)")
 async def create_import(
     request: Request, state: State,
@@ -235,7 +238,9 @@ def cancel_import(job_id: JobId, state: State) -> JSONResponse:
     return JSONResponse(import_job_view(job, []))
 
 
-@router.get("/{job_id}/errors", response_model=ErrorPage, responses=ERRORS,
+@router.get("/{job_id}/errors", response_model=ErrorPage,
+            responses=ERRORS | {200: {"content": {"application/x-ndjson": {},
+                                                  "text/csv": {}}}},
             summary="Every error of an import (JSON pages, or an NDJSON/CSV download)")
 def import_errors(
     job_id: JobId, state: State,
