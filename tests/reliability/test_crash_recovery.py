@@ -95,7 +95,7 @@ def test_second_instance_takes_over_after_lease_expiry(procs: Processes,
                                                        fast_settings: Settings,
                                                        tmp_path: Path) -> None:
     url = procs.url
-    path = users_csv(tmp_path / "users.csv", 60_000, seed=33)
+    path = users_csv(tmp_path / "users.csv", 30_000, seed=33)
     expected = reference(url, fast_settings, [(path, "users")])
 
     serve = procs.server(workers=1).start()
