@@ -16,7 +16,8 @@ One run:
      ``COPY (SELECT * FROM users) TO STDOUT (FORMAT csv)`` read to the end
      with psycopg's copy iterator;
    * bulkport: ``GET /v1/exports?resource=users&format=ndjson|csv`` read to
-     the end with httpx (``Accept-Encoding: identity``);
+     the end with the standard library's ``http.client`` (``Accept-Encoding:
+     identity``);
 
    and keeps the median time of each, while a sampler adds up the RSS of the
    server process tree every 50 ms;
@@ -29,6 +30,7 @@ Usage: ``python bench/bench_export.py [--rows N] [--repeat 3] [--random-ids]``
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -42,6 +44,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -110,30 +113,93 @@ def fill_users(url: str, rows: int, random_ids: bool) -> float:
 def server_settings(url: str) -> dict[str, str]:
     names = ("server_version", "fsync", "synchronous_commit", "full_page_writes",
              "shared_buffers", "work_mem")
+    settings: dict[str, str] = {}
     with db.connect(url) as c:
-        return {n: c.execute(f"SHOW {n}").fetchone()[0] for n in names}  # type: ignore[index]
+        for n in names:
+            row = c.execute(f"SHOW {n}").fetchone()
+            settings[n] = str(row[0]) if row else ""
+    return settings
 
 
-def raw_copy(url: str, fmt: str) -> tuple[float, int]:
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(pids: list[int]) -> float:
+    """CPU seconds used so far by PostgreSQL backends (user + system, from /proc)."""
+    total = 0.0
+    for pid in pids:
+        with suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def stream_backends(url: str) -> list[int]:
     with db.connect(url, autocommit=True) as c:
-        started = time.perf_counter()
-        size = 0
-        with c.cursor() as cur, cur.copy(RAW[fmt]) as copy:
-            for data in copy:
-                size += len(data)
-        return time.perf_counter() - started, size
+        rows = c.execute("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                         "'bulkport-export-stream'").fetchall()
+    return [r[0] for r in rows]
 
 
-def http_export(base: str, fmt: str) -> tuple[float, int]:
-    with httpx.Client(base_url=base, timeout=600) as client:
-        started = time.perf_counter()
+class Cpu:
+    """CPU seconds of this process, a server process and PostgreSQL backends over a block."""
+
+    def __init__(self, server: psutil.Process | None = None, backends: list[int] | None = None
+                 ) -> None:
+        self.server, self.backends = server, backends or []
+        self.client = self.server_s = self.postgres = 0.0
+
+    def _server(self) -> float:
+        if self.server is None:
+            return 0.0
+        t = self.server.cpu_times()
+        return float(t.user + t.system)
+
+    def __enter__(self) -> Cpu:
+        self._c, self._s, self._p = time.process_time(), self._server(), backend_cpu(
+            self.backends)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client = time.process_time() - self._c
+        self.server_s = self._server() - self._s
+        self.postgres = backend_cpu(self.backends) - self._p
+
+
+def raw_copy(url: str, fmt: str) -> tuple[float, int, Cpu]:
+    with db.connect(url, autocommit=True) as c:
+        pid = c.info.backend_pid
         size = 0
-        with client.stream("GET", "/v1/exports", params={"resource": "users", "format": fmt},
-                           headers={"Accept-Encoding": "identity"}) as r:
-            r.raise_for_status()
-            for chunk in r.iter_raw(HTTP_CHUNK_BYTES):
+        with Cpu(backends=[pid]) as cpu:
+            started = time.perf_counter()
+            with c.cursor() as cur, cur.copy(RAW[fmt]) as copy:
+                for data in copy:
+                    size += len(data)
+            seconds = time.perf_counter() - started
+        return seconds, size, cpu
+
+
+def http_export(base: str, fmt: str, server: psutil.Process, url: str
+                ) -> tuple[float, int, Cpu]:
+    # The standard library's HTTP/1.1 client: it de-chunks in buffered C reads,
+    # where httpx/h11 spend ~5 ns per byte in Python on this machine.
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=600)
+    size = 0
+    try:
+        with Cpu(server, stream_backends(url)) as cpu:
+            started = time.perf_counter()
+            conn.request("GET", f"/v1/exports?resource=users&format={fmt}",
+                         headers={"Accept-Encoding": "identity"})
+            r = conn.getresponse()
+            if r.status != 200:
+                raise RuntimeError(f"GET /v1/exports: {r.status} {r.read()[:500]!r}")
+            while chunk := r.read(HTTP_CHUNK_BYTES):
                 size += len(chunk)
-        return time.perf_counter() - started, size
+            seconds = time.perf_counter() - started
+    finally:
+        conn.close()
+    return seconds, size, cpu
 
 
 def tree(root: psutil.Process) -> list[psutil.Process]:
@@ -205,17 +271,28 @@ def bulkport_server(url: str, work: Path) -> Iterator[tuple[str, subprocess.Pope
         log.close()
 
 
-def measure(runs: int, raw: Callable[[], tuple[float, int]],
-            http: Callable[[], tuple[float, int]]) -> dict[str, Any]:
-    raw_times, http_times = [], []
-    raw_bytes = http_bytes = 0
-    for _ in range(runs):  # alternate, so that load changes hit both sides
-        seconds, raw_bytes = raw()
-        raw_times.append(seconds)
-        seconds, http_bytes = http()
-        http_times.append(seconds)
-    return {"raw": (statistics.median(raw_times), raw_bytes, raw_times),
-            "http": (statistics.median(http_times), http_bytes, http_times)}
+Run = tuple[float, int, Cpu]
+
+
+def measure(runs: int, raw: Callable[[], Run], http: Callable[[], Run]) -> dict[str, Any]:
+    """Alternate raw and HTTP runs (so load changes hit both); medians of each."""
+    raws, https = [], []
+    for _ in range(runs):
+        raws.append(raw())
+        https.append(http())
+
+    def summary(results: list[Run], side: str) -> dict[str, Any]:
+        med = statistics.median
+        out: dict[str, Any] = {
+            "seconds": med(r[0] for r in results), "bytes": results[0][1],
+            "runs": [round(r[0], 3) for r in results],
+            "cpu_postgres": round(med(r[2].postgres for r in results), 2),
+            "cpu_client": round(med(r[2].client for r in results), 2)}
+        if side == "http":
+            out["cpu_server"] = round(med(r[2].server_s for r in results), 2)
+        return out
+
+    return {"raw": summary(raws, "raw"), "http": summary(https, "http")}
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -231,19 +308,26 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             raw_copy(url, "ndjson")  # warm the caches once, for both sides
             with Sampler(root) as sampler:
                 for fmt in ("ndjson", "csv"):
-                    m = measure(args.repeat, lambda f=fmt: raw_copy(url, f),  # type: ignore[misc]
-                                lambda f=fmt: http_export(base, f))  # type: ignore[misc]
-                    (raw_s, raw_b, raw_all), (http_s, http_b, http_all) = m["raw"], m["http"]
-                    raw_rate, http_rate = args.rows / raw_s, args.rows / http_s
+                    m = measure(args.repeat, partial(raw_copy, url, fmt),
+                                partial(http_export, base, fmt, root, url))
+                    raw, http = m["raw"], m["http"]
+                    raw_rate, http_rate = args.rows / raw["seconds"], args.rows / http["seconds"]
                     result[fmt] = {
-                        "copy_seconds": round(raw_s, 3), "copy_rows_per_sec": round(raw_rate),
-                        "copy_mib_per_sec": round(raw_b / MIB / raw_s, 1),
-                        "http_seconds": round(http_s, 3), "http_rows_per_sec": round(http_rate),
-                        "http_mib_per_sec": round(http_b / MIB / http_s, 1),
+                        "copy_seconds": round(raw["seconds"], 3),
+                        "copy_rows_per_sec": round(raw_rate),
+                        "copy_mib_per_sec": round(raw["bytes"] / MIB / raw["seconds"], 1),
+                        "http_seconds": round(http["seconds"], 3),
+                        "http_rows_per_sec": round(http_rate),
+                        "http_mib_per_sec": round(http["bytes"] / MIB / http["seconds"], 1),
                         "ratio": round(http_rate / raw_rate, 3),
-                        "copy_mib": round(raw_b / MIB, 1), "http_mib": round(http_b / MIB, 1),
-                        "copy_runs": [round(s, 3) for s in raw_all],
-                        "http_runs": [round(s, 3) for s in http_all],
+                        "copy_mib": round(raw["bytes"] / MIB, 1),
+                        "http_mib": round(http["bytes"] / MIB, 1),
+                        "copy_runs": raw["runs"], "http_runs": http["runs"],
+                        "copy_cpu": {"postgres": raw["cpu_postgres"],
+                                     "client": raw["cpu_client"]},
+                        "http_cpu": {"postgres": http["cpu_postgres"],
+                                     "server": http["cpu_server"],
+                                     "client": http["cpu_client"]},
                     }
             result["peak_rss_bulkport_mib"] = round(sampler.peak / MIB, 1)
             result["bulkport_processes"] = sampler.processes
