@@ -42,9 +42,14 @@ def export_bytes(url: str, resource: str, fmt: str, fields: Any = None,
     spec = parse_spec(resource, fmt, fields, filters or {})
     out = io.BytesIO()
     with db.connect(url, autocommit=True) as c:
-        _records, size = write_export(c, spec, out)
-    assert size == len(out.getvalue())
-    return out.getvalue()
+        records, size = write_export(c, spec, out)
+    data = out.getvalue()
+    assert size == len(data)
+    if fmt == "ndjson":  # one line per record
+        assert records == data.count(b"\n")
+    elif fmt == "json":
+        assert records == len(orjson.loads(data))
+    return data
 
 
 def rendered(ts: datetime) -> str:

@@ -43,7 +43,13 @@ from psycopg import pq
 
 from bulkport.pipeline.export_spec import ExportSpec
 from bulkport.pipeline.formats import Format
-from bulkport.sql.exporting import SESSION_SETUP, export_statement
+from bulkport.sql.exporting import (
+    BINARY_HEADER,
+    BINARY_TRAILER,
+    ROW_PREFIX_BYTES,
+    SESSION_SETUP,
+    export_statement,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,7 @@ GZIP_LEVEL = 1
 CANCEL_TIMEOUT_SECONDS = 10.0
 
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
+TRAILER_BYTES = len(BINARY_TRAILER)
 
 
 class Stopped(Exception):
@@ -215,15 +222,33 @@ class CopyStream:
         limit = self.chunk_bytes
         buf = bytearray()
         rows = 0
-        while True:
+        if self.spec.format is Format.CSV:
+            while True:
+                nbytes, data = get(0)
+                if nbytes <= 0:
+                    break
+                buf += data
+                rows += 1
+                if len(buf) >= limit:
+                    self._send(bytes(buf), put)
+                    buf.clear()
+        else:  # binary rows of one json value: strip the row prefix, add the newline
             nbytes, data = get(0)
-            if nbytes <= 0:
-                break
-            buf += data
-            rows += 1
-            if len(buf) >= limit:
-                self._send(bytes(buf), put)
-                buf.clear()
+            if nbytes > 0:
+                buf += first_json_row(data)
+                rows = 1 if buf else 0
+            while nbytes > 0:
+                nbytes, data = get(0)
+                if nbytes <= 0:
+                    break
+                if nbytes == TRAILER_BYTES:
+                    continue
+                buf += data[ROW_PREFIX_BYTES:]
+                buf += b"\n"
+                rows += 1
+                if len(buf) >= limit:
+                    self._send(bytes(buf), put)
+                    buf.clear()
         if nbytes != -1:
             raise psycopg.OperationalError(
                 (pgconn.error_message or b"COPY failed").decode("utf-8", "replace").strip())
@@ -275,11 +300,25 @@ def write_export(conn: psycopg.Connection[Any], spec: ExportSpec, out: IO[bytes]
     statement = export_statement(spec.resource, spec.fields, spec.conditions, spec.format.value)
     rows = written = 0
     buf = bytearray()
+    binary = spec.format is not Format.CSV
     next_check = time.monotonic() + check_every_seconds
     conn.execute(SESSION_SETUP)
     with conn.cursor() as cur, cur.copy(statement) as copy:
+        first = True
         for data in copy:
-            buf += data
+            if not binary:
+                buf += data
+            elif first:
+                first = False
+                row = first_json_row(data)
+                if not row:
+                    continue
+                buf += row
+            elif len(data) == TRAILER_BYTES:
+                continue
+            else:
+                buf += data[ROW_PREFIX_BYTES:]
+                buf += b"\n"
             rows += 1
             if len(buf) >= CHUNK_BYTES:
                 written += out.write(encoder.feed(bytes(buf)))
@@ -292,3 +331,14 @@ def write_export(conn: psycopg.Connection[Any], spec: ExportSpec, out: IO[bytes]
             written += out.write(encoder.feed(bytes(buf)))
         written += out.write(encoder.end())
     return rows - (1 if spec.format is Format.CSV else 0), written
+
+
+def first_json_row(data: Any) -> bytes:
+    """The first message of a binary COPY: the file header, then a row or the trailer."""
+    head = bytes(data)
+    if not head.startswith(BINARY_HEADER):
+        raise psycopg.DataError("unexpected binary COPY header")
+    rest = head[len(BINARY_HEADER):]
+    if rest == BINARY_TRAILER:
+        return b""
+    return rest[ROW_PREFIX_BYTES:] + b"\n"
