@@ -306,6 +306,24 @@ def test_client_disconnect_stops_the_query_and_frees_the_connection(
     assert pid in {p for p, _, _ in _stream_backends(url)}
 
 
+def test_a_stream_that_fails_midway_is_cut_never_complete(
+        idle: tuple[ServerProcess, str]) -> None:
+    server, url = idle
+    with httpx.Client(base_url=server.base, timeout=30) as http, \
+            http.stream("GET", "/v1/exports", params={"resource": "articles"},
+                        headers={"Accept-Encoding": "identity"}) as r:
+        chunks = r.iter_raw(64 * 1024)
+        next(chunks)
+        (pid,) = [p for p, s, _ in _stream_backends(url) if s == "active"]
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(httpx.RemoteProtocolError):  # "incomplete chunked read"
+            for _ in chunks:
+                pass
+    with server.client() as http:  # the pool replaced the dead connection
+        assert get(http, resource="users", format="csv", fields="id").content == b"id\na\n"
+
+
 # --- round trip ---------------------------------------------------------------------------
 
 

@@ -113,10 +113,22 @@ class CopyStreamResponse(Response):
             await self.stream.aclose()
 
     async def _send_body(self, send: Send) -> None:
-        async with aclosing(self.stream.chunks()) as chunks:
-            async for chunk in chunks:
-                with anyio.fail_after(SEND_STALL_SECONDS):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        # Returning without the last chunk makes the server close the connection, so
+        # the client sees an incomplete body, never a cut file that looks complete.
+        try:
+            async with aclosing(self.stream.chunks()) as chunks:
+                async for chunk in chunks:
+                    with anyio.fail_after(SEND_STALL_SECONDS):
+                        await send({"type": "http.response.body", "body": chunk,
+                                    "more_body": True})
+        except TimeoutError:
+            log.warning("export client read nothing for %.0f s; dropping the export",
+                        SEND_STALL_SECONDS)
+            return
+        except (psycopg.Error, OSError) as exc:
+            log.error("export of %s failed after its first byte: %s",
+                      self.stream.spec.resource.name, exc)
+            return
         self.body_sent = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
