@@ -73,7 +73,7 @@ def own_database(pg_url: str, name: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def idle(pg_url: str, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[tuple[ServerProcess, str]]:
-    """A server without workers on its own database with ~40 MB of articles."""
+    """A server without workers, one export stream at a time, ~40 MB of articles."""
     with own_database(pg_url, "bulkport_e2e_exports_idle") as url:
         yield from _idle_server(url, tmp_path_factory)
 
@@ -86,7 +86,7 @@ def _idle_server(url: str, tmp_path_factory: pytest.TempPathFactory
                   "SELECT 'a' || i, 'a-' || i, 't', repeat('word ', 2000), 'a', 'draft' "
                   "FROM generate_series(1, 4000) i")
     server = ServerProcess(url, tmp_path_factory.mktemp("exports-idle") / "data",
-                           workers=0).start()
+                           workers=0, env={"BULKPORT_EXPORT_STREAMS": "1"}).start()
     try:
         yield server, url
     finally:
@@ -321,6 +321,19 @@ def test_a_stream_that_fails_midway_is_cut_never_complete(
             for _ in chunks:
                 pass
     with server.client() as http:  # the pool replaced the dead connection
+        assert get(http, resource="users", format="csv", fields="id").content == b"id\na\n"
+
+
+def test_busy_export_connections_are_a_503(idle: tuple[ServerProcess, str]) -> None:
+    server, _ = idle
+    with httpx.Client(base_url=server.base, timeout=30) as http:
+        with http.stream("GET", "/v1/exports", params={"resource": "articles"},
+                         headers={"Accept-Encoding": "identity"}) as r:
+            chunks = r.iter_raw(64 * 1024)
+            next(chunks)  # the only export connection is taken by this paused stream
+            busy = get(http, resource="users")
+            assert busy.status_code == 503, busy.text
+            assert busy.json()["error"] == "too_many_exports"
         assert get(http, resource="users", format="csv", fields="id").content == b"id\na\n"
 
 
