@@ -11,7 +11,7 @@ Two ways to run it, both without a web server:
 * :func:`write_export` writes an export to a file from a sync connection (the
   export jobs of :mod:`bulkport.pipeline.export_job`).
 
-Memory is bounded by ``chunk_bytes * (AHEAD_CHUNKS + 1)``: rows are gathered
+Memory is bounded by ``chunk_bytes * (AHEAD_CHUNKS + 2)``: rows are gathered
 into chunks and nothing else is held. PostgreSQL renders the rows
 (:mod:`bulkport.sql.exporting`); Python only joins buffers, frames JSON arrays
 and, when asked, gzips (in the reader thread, off the event loop).
