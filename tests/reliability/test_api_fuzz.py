@@ -51,7 +51,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(api_server: ServerPro
                                                            tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{api_server.base}/openapi.json",
            "--header", f"Authorization: Bearer {API_KEY}", "--checks", CHECKS,
-           "--max-examples", MAX_EXAMPLES, "--seed", SEED, "--workers", "2",
+           "--max-examples", MAX_EXAMPLES, "--seed", SEED, "--workers", "1",
            "--no-color",
            "--suppress-health-check", "all"]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "HYPOTHESIS_STORAGE_DIRECTORY":
