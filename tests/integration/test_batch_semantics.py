@@ -57,3 +57,16 @@ def test_repeat_of_a_rejected_record_is_not_a_duplicate(
     stored = conn.execute("SELECT author_id FROM articles WHERE slug = 'first'").fetchall()
     assert stored == [(expected_author,)]
     assert conn.execute("SELECT count(*) FROM articles").fetchone()[0] == 2
+
+
+def test_cross_field_rule_is_reported_with_the_other_problems(
+    clean_db: str, settings: Settings, conn, tmp_path: Path,
+) -> None:
+    users = tmp_path / "users.csv"
+    users.write_text(USERS)
+    submit_import(clean_db, settings, users, "users")
+    record = {**_article("Not A Slug", "u1", "t"), "published_at": "2024-01-01T00:00:00Z"}
+    job_id = submit_import(clean_db, settings, _articles(tmp_path / "a.ndjson", [record]),
+                           "articles")
+    run_jobs(clean_db, settings)
+    assert _codes(conn, job_id) == {1: ["invalid_slug_format", "draft_cannot_have_published_at"]}

@@ -12,7 +12,7 @@ SLUG_PATTERN = r"[a-z0-9]+(-[a-z0-9]+)*"
 def _draft_has_no_published_at(
     record: dict[str, str], raw: Callable[[str], Any]
 ) -> list[Problem]:
-    if record["status"] == "draft" and record["published_at"] != NULL:
+    if record["status"] == "draft" and record["published_at"] not in (NULL, None):
         return [
             Problem(
                 "published_at",

@@ -110,8 +110,9 @@ class Resource:
     natural_key_ci: bool = False
     #: Whether a record may omit its id (one is then generated).
     id_optional: bool = True
-    #: Cross-field rules over the clean record (COPY text values, NULL for empty) and
-    #: the raw record getter: ``check(clean, raw) -> problems``.
+    #: Cross-field rules over the clean record (COPY text values, NULL for empty, None
+    #: for a field that failed its own rule) and the raw record getter:
+    #: ``check(clean, raw) -> problems``.
     checks: tuple[Callable[[dict[str, str], Callable[[str], Any]], list[Problem]], ...] = ()
     #: Load order position: referenced resources load first.
     order: int = 0

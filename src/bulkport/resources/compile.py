@@ -120,14 +120,15 @@ def compile_validator(resource: Resource, columns: Sequence[str] | None = None) 
         env["checks"] = resource.checks
         env["names"] = names
         env["raw_getter"] = _raw_getter(names, columns)
+        # Checks run even when other fields failed (every problem of a record is
+        # reported at once); a field that failed is None and its checks stay silent.
         lines += [
-            "    if problems is None:",
-            "        clean = dict(zip(names, values))",
-            "        raw = raw_getter(record)",
-            "        for check in checks:",
-            "            found = check(clean, raw)",
-            "            if found:",
-            "                problems = (problems or []) + found",
+            "    clean = dict(zip(names, values))",
+            "    raw = raw_getter(record)",
+            "    for check in checks:",
+            "        found = check(clean, raw)",
+            "        if found:",
+            "            problems = (problems or []) + found",
         ]
     lines.append("    return values, problems")
     exec("\n".join(lines), env)  # source built above from the declarations only
