@@ -184,7 +184,10 @@ class CopyStream:
 
     def _produce(self, loop: asyncio.AbstractEventLoop) -> None:
         def put(item: Any) -> None:
-            loop.call_soon_threadsafe(self._items.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(self._items.put_nowait, item)
+            except RuntimeError:  # the consumer's loop is closed: nobody reads any more
+                self._stop.set()
 
         started = False
         try:
