@@ -208,6 +208,8 @@ def test_export_job_lifecycle(srv: ServerProcess, http: httpx.Client) -> None:
     other = http.post("/v1/exports", json={**body, "format": "ndjson"},
                       headers={"Idempotency-Key": "exp-key-1"})
     assert other.status_code == 409 and other.json()["error"] == "idempotency_conflict"
+    blank = http.post("/v1/exports", json=body, headers={"Idempotency-Key": ""})
+    assert blank.status_code == 400, blank.text
 
     done = srv.wait_job(job["job_id"], "exports")
     assert done["status"] == "completed", done

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
@@ -29,12 +29,12 @@ from bulkport.api.export_stream import (
     accepts_gzip,
     open_stream_pool,
 )
-from bulkport.api.imports import JobId, valid_job_id
+from bulkport.api.params import IdempotencyKey, JobId, list_cursor
 from bulkport.api.responses import JSONResponse
-from bulkport.api.schemas import ErrorResponse, decode_cursor, encode_cursor
+from bulkport.api.schemas import ErrorResponse, encode_cursor
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
-from bulkport.errors import BadRequest, Conflict, NotFound
+from bulkport.errors import BadRequest, Conflict
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.pipeline.export_spec import MEDIA_TYPES, parse_spec
@@ -156,7 +156,7 @@ def _single(grouped: dict[str, list[str]], name: str) -> str | None:
              summary="Start an export job")
 async def create_export(
     request: Request, state: State, exports: Exports,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     try:
         body = ExportRequest.model_validate_json(await request.body())
@@ -198,23 +198,13 @@ def _list(state: AppState, exports: ExportState, params: dict[str, str]) -> JSON
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
         raise BadRequest("limit must be an integer from 1 to 100")
     limit = int(raw_limit)
-    after = _list_cursor(params["cursor"]) if params.get("cursor") else None
+    after = list_cursor(params["cursor"]) if params.get("cursor") else None
     with state.conn() as conn:
         jobs = STORE.list_jobs(conn, JobKind.EXPORT, status=status, resource=None, limit=limit,
                                after=after)
     data = [export_job_view(j, exports) for j in jobs]
     nxt = encode_cursor(jobs[-1]["created_at"], jobs[-1]["id"]) if len(jobs) == limit else None
     return JSONResponse({"data": data, "next_cursor": nxt})
-
-
-def _list_cursor(cursor: str) -> tuple[datetime, str]:
-    created, job_id = decode_cursor(cursor, 2)
-    try:
-        if not isinstance(created, str) or not isinstance(job_id, str):
-            raise ValueError
-        return datetime.fromisoformat(created), valid_job_id(job_id)
-    except (ValueError, NotFound):
-        raise BadRequest("invalid cursor; pass the next_cursor of a previous page") from None
 
 
 @router.get("/{job_id}", response_model=ExportJob, responses=ERRORS, summary="Export status")

@@ -6,16 +6,16 @@ import csv
 import io
 import re
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from bulkport.api.errors import request_id_var
+from bulkport.api.params import IdempotencyKey, JobId, list_cursor
 from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import (
     ErrorPage,
@@ -30,7 +30,7 @@ from bulkport.api.schemas import (
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
 from bulkport.api.upload import receive_upload
-from bulkport.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from bulkport.errors import BadRequest, Conflict, PayloadTooLarge
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.pipeline.fetch import check_url
@@ -52,17 +52,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_FILE_NAME_CHARS = 255
 
 
-def valid_job_id(job_id: str) -> str:
-    """A job id that cannot exist (e.g. holding NUL, which PostgreSQL refuses) is a 404.
-
-    Import and export routes share it, so the message names no kind of job.
-    """
-    if _CONTROL.search(job_id):
-        raise NotFound(f"no job with id {job_id!r}")
-    return job_id
-
-
-JobId = Annotated[str, Depends(valid_job_id)]
 
 
 class ImportByUrl(BaseModel):
@@ -100,8 +89,7 @@ _UPLOAD_DOC = {
              openapi_extra=_UPLOAD_DOC, summary="Start an import (upload or file_url)")
 async def create_import(
     request: Request, state: State,
-    # An empty key would be one key shared by every client that sends the header blank.
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     settings = state.settings
     length = request.headers.get("content-length")
@@ -199,23 +187,13 @@ def list_imports(
 ) -> JSONResponse:
     if resource is not None:
         get_resource(resource)
-    after = _list_cursor(cursor) if cursor else None
+    after = list_cursor(cursor) if cursor else None
     with state.conn() as conn:
         jobs = STORE.list_jobs(conn, JobKind.IMPORT, status=status, resource=resource, limit=limit,
                           after=after)
     data = [import_job_view(j, []) for j in jobs]
     nxt = encode_cursor(jobs[-1]["created_at"], jobs[-1]["id"]) if len(jobs) == limit else None
     return JSONResponse({"data": data, "next_cursor": nxt})
-
-
-def _list_cursor(cursor: str) -> tuple[datetime, str]:
-    created, job_id = decode_cursor(cursor, 2)
-    try:
-        if not isinstance(created, str) or not isinstance(job_id, str):
-            raise ValueError
-        return datetime.fromisoformat(created), valid_job_id(job_id)
-    except (ValueError, NotFound):
-        raise BadRequest("invalid cursor; pass the next_cursor of a previous page") from None
 
 
 @router.get("/{job_id}", response_model=ImportJob, responses=ERRORS, summary="Import status")

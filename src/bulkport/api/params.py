@@ -1,0 +1,47 @@
+"""Request parameters shared by the import and export job routes."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Header
+
+from bulkport.api.schemas import decode_cursor
+from bulkport.errors import BadRequest, NotFound
+
+#: C0 controls and DEL: PostgreSQL text refuses NUL, and none belongs in an id.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def valid_job_id(job_id: str) -> str:
+    """A job id that cannot exist (e.g. holding NUL, which PostgreSQL refuses) is a 404.
+
+    Import and export routes share it, so the message names no kind of job.
+    """
+    if _CONTROL.search(job_id):
+        raise NotFound(f"no job with id {job_id!r}")
+    return job_id
+
+
+JobId = Annotated[str, Depends(valid_job_id)]
+
+
+def list_cursor(cursor: str) -> tuple[datetime, str]:
+    """Decode a job list cursor: ``(created_at, id)`` of the last job of a page."""
+    created, job_id = decode_cursor(cursor, 2)
+    try:
+        if not isinstance(created, str) or not isinstance(job_id, str):
+            raise ValueError
+        return datetime.fromisoformat(created), valid_job_id(job_id)
+    except (ValueError, NotFound):
+        raise BadRequest("invalid cursor; pass the next_cursor of a previous page") from None
+
+
+#: ``Idempotency-Key``: an empty key would be one key shared by every client that
+#: sends the header blank, so it is refused (400) like an over-long one.
+IdempotencyKey = Annotated[str | None, Header(
+    min_length=1, max_length=255,
+    description="Same key + same request: the existing job (200); "
+                "same key + another request: 409 idempotency_conflict")]
