@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,8 @@ from bulkport.storage import LocalStorage, export_storage
 
 log = logging.getLogger(__name__)
 
+#: GIL switch interval of worker processes (seconds; Python's default is 0.005).
+GIL_SWITCH_SECONDS = 0.001
 #: A job claimed this many times without committing a batch is failed (a poison job).
 MAX_ATTEMPTS = 10
 #: Backoff after the database failed under us (seconds, doubled up to the cap).
@@ -204,6 +207,10 @@ def worker_process_main(url: str, threads: int = 1) -> None:
 
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
+    # An import's loading thread takes the GIL back after every database round trip
+    # while its parse thread computes; the default 5 ms switch interval left
+    # PostgreSQL idle that long each time (bench/README.md).
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     stopping = threading.Event()
     busy = Busy()
     workers = [Worker(settings, url, stopping=stopping, busy=busy) for _ in range(threads)]

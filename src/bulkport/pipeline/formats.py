@@ -14,6 +14,7 @@ import csv
 import enum
 import gzip
 import io
+import itertools
 import zlib
 from collections.abc import Iterator
 from typing import IO, Any
@@ -181,9 +182,9 @@ def _guard(records: Iterator[RawRecord]) -> Iterator[RawRecord]:
 def _read_csv(stream: IO[bytes], max_line_bytes: int) -> tuple[list[str], Iterator[RawRecord]]:
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
     csv.field_size_limit(max_line_bytes)
-    reader = csv.reader(_Lines(text, max_line_bytes), strict=False)
+    lines = _Lines(text, max_line_bytes)
     try:
-        header = next(reader)
+        header = next(csv.reader(lines, strict=False))
     except StopIteration:
         raise UnreadableFile("the file is empty: a CSV file needs a header row") from None
     except (csv.Error, EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -199,7 +200,7 @@ def _read_csv(stream: IO[bytes], max_line_bytes: int) -> tuple[list[str], Iterat
     dupes = sorted({c for c in columns if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
     if dupes:
         raise UnreadableFile(f"the CSV header repeats column(s): {', '.join(dupes)}")
-    return columns, _guard(_csv_rows(text, reader, columns))
+    return columns, _guard(_csv_rows(text, lines, columns))
 
 
 class _Lines:
@@ -229,9 +230,10 @@ class _Lines:
         return line
 
 
-def _csv_rows(text: io.TextIOWrapper, reader: Any, columns: list[str]) -> Iterator[RawRecord]:
+def _csv_rows(text: io.TextIOWrapper, lines: _Lines, columns: list[str]
+              ) -> Iterator[RawRecord]:
     try:
-        yield from _csv_records(reader, columns)
+        yield from _csv_records(lines, columns)
     finally:
         # A collected TextIOWrapper closes the stream under it; the caller owns that stream.
         # (When the caller closed it first, there is nothing left to protect.)
@@ -239,31 +241,59 @@ def _csv_rows(text: io.TextIOWrapper, reader: Any, columns: list[str]) -> Iterat
             text.detach()
 
 
-def _csv_records(reader: Any, columns: list[str]) -> Iterator[RawRecord]:
+def _csv_records(lines: _Lines, columns: list[str]) -> Iterator[RawRecord]:
+    """Records of a CSV body.
+
+    A line without a double quote is split here and yielded as the line itself
+    (``data`` is a ``str``: the prepare stage validates plain lines in one regex
+    pass); a line with quotes goes through csv.reader, which reads on through
+    quoted line breaks, and is yielded as a list of values.
+    """
     width = len(columns)
+    commas = width - 1
     row = 0
     while True:
         try:
-            values = next(reader)
+            line = next(lines)
         except StopIteration:
             return
         except csv.Error as exc:
             row += 1
             yield RawRecord(row, None, None, f"the CSV row could not be parsed: {exc}")
             continue
-        if not values:
+        if '"' in line:
+            try:
+                values = next(csv.reader(itertools.chain((line,), lines), strict=False))
+            except csv.Error as exc:
+                row += 1
+                yield RawRecord(row, None, None, f"the CSV row could not be parsed: {exc}")
+                continue
+            row += 1
+            if len(values) != width:
+                yield RawRecord(
+                    row, None, {"_raw": values if _is_utf8(values) else _repair(values)},
+                    f"the row has {len(values)} columns; the header has {width}",
+                )
+            elif not _is_utf8(values):
+                yield RawRecord(row, None, {"_raw": _repair(values)}, "the row is not valid UTF-8")
+            else:
+                yield RawRecord(row, values, None)
+            continue
+        line = line.rstrip("\r\n")
+        if not line:
             continue  # blank line: not a record
         row += 1
-        if len(values) != width:
+        if line.count(",") != commas:
+            values = line.split(",")
             yield RawRecord(
                 row, None, {"_raw": values if _is_utf8(values) else _repair(values)},
                 f"the row has {len(values)} columns; the header has {width}",
             )
-            continue
-        if not _is_utf8(values):
-            yield RawRecord(row, None, {"_raw": _repair(values)}, "the row is not valid UTF-8")
-            continue
-        yield RawRecord(row, values, None)
+        elif not line.isascii() and not _is_utf8([line]):
+            yield RawRecord(row, None, {"_raw": _repair(line.split(","))},
+                            "the row is not valid UTF-8")
+        else:
+            yield RawRecord(row, line, None)
 
 
 def _is_utf8(values: list[str]) -> bool:

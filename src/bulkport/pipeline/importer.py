@@ -100,11 +100,13 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
             STORE.reset_import_progress(book, job["id"], run.owner)
             job = {**job, "checkpoint": 0, "processed_records": 0, "error_counts": {}}
         run.error_counts.update(job["error_counts"] or {})
-        preparer = BatchPreparer(resource, Mode(job["mode"]), columns)
-        batches = _prefetch(_prepare(records, preparer, raw, job["checkpoint"],
-                                     settings.batch_size))
         with run.connect() as data:
-            status = _load_batches(run, batches, preparer, data, book)
+            loader = Loader(data, resource, job["mode"])
+            preparer = BatchPreparer(resource, Mode(job["mode"]), columns,
+                                     loader.insert_defaults())
+            batches = _prefetch(_prepare(records, preparer, raw, job["checkpoint"],
+                                         settings.batch_size))
+            status = _load_batches(run, batches, preparer, loader, data, book)
     if status is not None:
         STORE.finish(book, JobKind.IMPORT, job["id"], run.owner, status)
     return status
@@ -155,12 +157,11 @@ def _prefetch(batches: Iterator[PreparedBatch]) -> Iterator[PreparedBatch]:
 
 
 def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: BatchPreparer,
-                  data: psycopg.Connection[Any], book: psycopg.Connection[Any],
+                  loader: Loader, data: psycopg.Connection[Any], book: psycopg.Connection[Any],
                   ) -> JobStatus | None:
     """Commit batches; return the status to finish with, or None when handed back."""
     job = run.job
     dry_run = job["dry_run"]
-    loader = Loader(data, get_resource(job["resource"]), job["mode"])
     # A dry run loads everything in one transaction that is rolled back at the end, so
     # database checks see earlier batches; its bookkeeping commits on the other connection.
     sink = book if dry_run else data

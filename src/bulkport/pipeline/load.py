@@ -84,15 +84,27 @@ class Loader:
             )
         return msgs
 
+    def insert_defaults(self) -> list[tuple[int, str]]:
+        """``(column index, COPY text)`` of the insert defaults, evaluated now.
+
+        Evaluated once per job (so ``now()`` is the job's start for every record
+        that leaves ``created_at`` empty) and applied while batches are prepared.
+        """
+        if not self._defaults:
+            return []
+        values = self.conn.execute(self.sql.defaults).fetchone()
+        assert values is not None
+        return [(i, v) for (i, _), v in zip(self._defaults, values, strict=True)]
+
     def load(self, batch: PreparedBatch) -> dict[int, list[RecordError]]:
         """Write the batch's clean rows; return the database's rejections by row number."""
         rows = batch.rows
         if not rows:
             return {}
-        if self.mode == "insert":
+        if self.mode == "insert" and batch.payload is not None:
             try:
                 with self.conn.transaction():
-                    return self._fast(rows, batch.keys)
+                    return self._fast(rows, batch.keys, batch.payload)
             except TRANSIENT_ERRORS:
                 raise
             except psycopg.Error as exc:
@@ -102,15 +114,15 @@ class Loader:
 
     # --- fast path ----------------------------------------------------------------
 
-    def _fast(self, rows: list[Row], keys: list[str | None]) -> dict[int, list[RecordError]]:
+    def _fast(self, rows: list[Row], keys: list[str | None], payload: str
+              ) -> dict[int, list[RecordError]]:
         cur = self.conn.cursor()
-        defaults = self._defaults_now(cur)
         if self._probe_first:
             self._probe_first -= 1
         else:
             try:
-                with self.conn.transaction():
-                    self._copy(cur, rows, defaults, skip=frozenset())
+                with self.conn.transaction(), cur.copy(self.sql.copy_target) as copy:
+                    copy.write(payload)  # built by the prepare stage, off this thread's path
                 return {}
             except (pg_errors.UniqueViolation, pg_errors.ForeignKeyViolation):
                 self._refusals += 1
@@ -130,11 +142,10 @@ class Loader:
             errors = self._errors(row, dict(zip(names, rec[1:], strict=True)))
             assert errors, "the probe returns only rows with a reason"
             rejected[int(row[-2])] = errors
-        self._copy(cur, rows, defaults, skip)
+        self._copy(cur, rows, skip)
         return rejected
 
-    def _copy(self, cur: psycopg.Cursor[Any], rows: list[Row],
-              defaults: list[tuple[int, str]], skip: Collection[int]) -> None:
+    def _copy(self, cur: psycopg.Cursor[Any], rows: list[Row], skip: Collection[int]) -> None:
         """COPY ``rows`` (but those at the ``skip`` indexes) straight into the table."""
         width = self.width
         with cur.copy(self.sql.copy_target) as copy:
@@ -143,9 +154,6 @@ class Loader:
             for idx, r in enumerate(rows):
                 if skip and idx in skip:
                     continue
-                for i, value in defaults:
-                    if r[i] == NULL:
-                        r[i] = value
                 line = "\t".join(r[:width])
                 buf.append(line)
                 size += len(line)
@@ -156,15 +164,6 @@ class Loader:
             if buf:
                 buf.append("")
                 copy.write("\n".join(buf))
-
-    def _defaults_now(self, cur: psycopg.Cursor[Any]) -> list[tuple[int, str]]:
-        """Insert defaults (e.g. ``now()``) evaluated once, in this transaction, as COPY text."""
-        if not self._defaults:
-            return []
-        cur.execute(self.sql.defaults)
-        values = cur.fetchone()
-        assert values is not None
-        return [(i, v) for (i, _), v in zip(self._defaults, values, strict=True)]
 
     # --- statement path -------------------------------------------------------------
 

@@ -27,11 +27,12 @@ class RecordError:
 class RawRecord:
     """One record as read from the file; ``data`` is None when it could not be parsed.
 
-    ``data`` is a dict (JSON formats) or a list in the order of the CSV header.
+    ``data`` is a dict (JSON formats), a list in the order of the CSV header, or
+    a plain CSV line (no quotes, one value per column) as a ``str``.
     """
 
     row: int
-    data: dict[str, Any] | list[Any] | None
+    data: dict[str, Any] | list[Any] | str | None
     #: What to give back in the rejected-records download (the record as uploaded).
     original: Any
     #: Why the record could not be parsed (``malformed_record``).
@@ -69,6 +70,8 @@ class PreparedBatch:
     checkpoint: int = 0
     #: Input bytes consumed once this batch commits (progress and ETA).
     bytes_processed: int = 0
+    #: Insert mode: the clean rows as one COPY text payload for the target table.
+    payload: str | None = None
     #: Clean records repeating an id or key staged earlier in the batch: next round.
     deferred: list[Deferred] = field(default_factory=list)
 

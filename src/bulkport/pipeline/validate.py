@@ -20,8 +20,9 @@ from typing import Any
 
 from bulkport.errors import BadRequest
 from bulkport.pipeline.types import Deferred, PreparedBatch, RawRecord, RecordError, Rejected
-from bulkport.resources.base import Resource, truncate_value
+from bulkport.resources.base import NULL, Resource, truncate_value
 from bulkport.resources.compile import compile_validator, copy_unescape
+from bulkport.resources.fastcsv import compile_fast_csv
 
 
 class Mode(enum.StrEnum):
@@ -46,11 +47,16 @@ class BatchPreparer:
     """
 
     def __init__(self, resource: Resource, mode: Mode,
-                 columns: Sequence[str] | None = None) -> None:
+                 columns: Sequence[str] | None = None,
+                 insert_defaults: Sequence[tuple[int, str]] = ()) -> None:
         self.resource = resource
         self.mode = mode
+        #: Insert mode: ``(column, COPY text)`` for empty optional values, so that rows
+        #: go straight into the table (upserts keep NULL: "leave the stored value").
+        self.insert_defaults = list(insert_defaults) if mode is Mode.INSERT else []
         self.columns = list(columns) if columns is not None else None
         self.validate = compile_validator(resource, columns)
+        self.fast = compile_fast_csv(resource, columns) if columns is not None else None
         self.width = len(resource.fields)
         self.key_index = (
             resource.column_names.index(resource.natural_key) if resource.natural_key else None
@@ -60,8 +66,9 @@ class BatchPreparer:
 
     def original(self, data: Any) -> Any:
         """The record as uploaded, as stored with its errors (CSV rows become dicts)."""
-        if self.columns is not None and isinstance(data, list):
-            return dict(zip(self.columns, data, strict=False))
+        if self.columns is not None and isinstance(data, list | str):
+            values = data.split(",") if isinstance(data, str) else data
+            return dict(zip(self.columns, values, strict=False))
         return data
 
     def prepare(self, records: Iterable[RawRecord]) -> PreparedBatch:
@@ -69,6 +76,7 @@ class BatchPreparer:
         batch = PreparedBatch()
         stage = self._stager(batch)
         validate = self.validate
+        fast = self.fast
         original = self.original
         for rec in records:
             data = rec.data
@@ -77,14 +85,21 @@ class BatchPreparer:
                     RecordError(rec.row, None, None, "malformed_record",
                                 rec.malformed or "the record could not be parsed")]))
                 continue
-            values, problems = validate(data)
+            if data.__class__ is str:  # a plain CSV line
+                fast_values = fast(data) if fast is not None else None
+                if fast_values is not None:
+                    stage(fast_values, rec.row, data)
+                    continue
+                values, problems = validate(data.split(","))
+            else:
+                values, problems = validate(data)
             if problems is not None:
                 batch.rejected.append(Rejected(rec.row, original(data), [
                     RecordError(rec.row, p.field, truncate_value(p.value), p.code, p.message)
                     for p in problems]))
                 continue
             stage(values, rec.row, data)
-        return batch
+        return self._finish(batch)
 
     def next_round(self, deferred: list[Deferred]) -> PreparedBatch:
         """Stage records deferred by the previous round (their twins are now settled)."""
@@ -92,6 +107,13 @@ class BatchPreparer:
         stage = self._stager(batch)
         for d in deferred:
             stage(d.values, d.row, d.data)
+        return self._finish(batch)
+
+    def _finish(self, batch: PreparedBatch) -> PreparedBatch:
+        """Insert mode: render the COPY payload here, in the prepare stage's thread."""
+        if self.mode is Mode.INSERT and batch.rows:
+            width = self.width
+            batch.payload = "\n".join(["\t".join(r[:width]) for r in batch.rows]) + "\n"
         return batch
 
     def _stager(self, batch: PreparedBatch) -> Callable[[list[Any], int, Any], None]:
@@ -109,6 +131,7 @@ class BatchPreparer:
         key_index = self.key_index
         key_ci = self.key_ci
         new_id = self.new_id
+        defaults = self.insert_defaults
 
         def stage(values: list[Any], row: int, data: Any) -> None:
             rid = values[0]
@@ -122,6 +145,9 @@ class BatchPreparer:
             if (rid is not None and rid in seen_ids) or (key is not None and key in seen_keys):
                 deferred.append(Deferred(values, row, data))
                 return
+            for i, value in defaults:
+                if values[i] == NULL:
+                    values[i] = value
             if rid is None:
                 rid = new_id()
                 staged = [rid, *values[1:], str(row), "f"]
