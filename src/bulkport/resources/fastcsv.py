@@ -30,7 +30,7 @@ _CELL = r'[^,"\\\t\r\n\x00]*'
 #: The same, with at least one non-blank character (a required value).
 _FILLED = r'[^,"\\\t\r\n\x00]*[^,"\\\t\r\n\x00\s][^,"\\\t\r\n\x00]*'
 #: The timestamp shape PostgreSQL reads exactly as Python does.
-_TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z"
+_TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 _ID = r"[A-Za-z0-9_.:-]{1,64}"
 _EMAIL = r"[^@\s,\"\\]+@[^@\s,\"\\]+\.[^@\s,\".\\]+"
 _BOOL = {"true": "t", "false": "f"}
