@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `serve` listens on")
     port: int = Field(8000, description="Port `serve` listens on")
     workers: int = Field(4, ge=0, description="Worker processes started by `serve`")
-    batch_size: int = Field(5000, ge=1, le=100_000, description="Records per committed batch")
+    batch_size: int = Field(10_000, ge=1, le=100_000, description="Records per committed batch")
     pool_min_size: int = Field(1, ge=0, description="API connection pool minimum")
     pool_max_size: int = Field(10, ge=1, description="API connection pool maximum")
     lease_seconds: float = Field(30.0, gt=0, description="Job lease; renewed by live workers")

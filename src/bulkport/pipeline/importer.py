@@ -41,7 +41,7 @@ from bulkport.storage import LocalStorage
 log = logging.getLogger(__name__)
 
 #: Prepared batches buffered ahead of the database (bounds memory).
-PREFETCH_BATCHES = 2
+PREFETCH_BATCHES = 1
 
 ConnFactory = Callable[[], psycopg.Connection[Any]]
 
