@@ -3,10 +3,12 @@
 Two paths, both set-based:
 
 * **Fast path** (insert mode): the batch is COPYed straight into the table under
-  a savepoint — exactly what raw loading costs. When that hits a constraint (an
-  id or key already taken, a missing reference), one query probes the batch's
-  ids, natural keys and references as typed arrays and returns only the rows
-  that would be rejected, and the others are COPYed. After a refused COPY the
+  a savepoint — exactly what raw loading costs. Rows whose id or key may repeat
+  one this job already loaded (a filter kept by the prepare stage) are probed
+  first, so in-file duplicates don't break the COPY. When the COPY still hits a
+  constraint (a key stored before the job, a missing reference), one query
+  probes the batch's ids, natural keys and references as typed arrays and
+  returns only the rows that would be rejected, and the others are COPYed. After a refused COPY the
   next batches probe first (doubling the stretch after each refusal), so files
   with many conflicts don't pay for a wasted COPY per batch. ``INSERT … ON
   CONFLICT`` would cost about 1.6x a COPY and a probe per batch about 1.3x
@@ -104,7 +106,7 @@ class Loader:
         if self.mode == "insert" and batch.payload is not None:
             try:
                 with self.conn.transaction():
-                    return self._fast(rows, batch.keys, batch.payload)
+                    return self._fast(batch)
             except TRANSIENT_ERRORS:
                 raise
             except psycopg.Error as exc:
@@ -114,36 +116,50 @@ class Loader:
 
     # --- fast path ----------------------------------------------------------------
 
-    def _fast(self, rows: list[Row], keys: list[str | None], payload: str
-              ) -> dict[int, list[RecordError]]:
+    def _fast(self, batch: PreparedBatch) -> dict[int, list[RecordError]]:
+        rows, payload = batch.rows, batch.payload
+        assert payload is not None
         cur = self.conn.cursor()
         if self._probe_first:
             self._probe_first -= 1
         else:
+            rejected: dict[int, list[RecordError]] = {}
+            if batch.candidates:
+                # Rows repeating an id or key this job already loaded: probe just those.
+                rejected, skip = self._probe(cur, rows, batch.keys, batch.candidates)
+                if skip:
+                    lines = payload.split("\n")
+                    payload = "\n".join(x for i, x in enumerate(lines) if i not in skip)
             try:
                 with self.conn.transaction(), cur.copy(self.sql.copy_target) as copy:
                     copy.write(payload)  # built by the prepare stage, off this thread's path
-                return {}
+                return rejected
             except (pg_errors.UniqueViolation, pg_errors.ForeignKeyViolation):
                 self._refusals += 1
                 self._probe_first = min(2 ** self._refusals, MAX_PROBE_STRETCH)
-        params: list[list[Any]] = [[r[0] for r in rows]]
+        rejected, skip = self._probe(cur, rows, batch.keys, range(len(rows)))
+        self._copy(cur, rows, skip)
+        return rejected
+
+    def _probe(self, cur: psycopg.Cursor[Any], rows: list[Row], keys: list[str | None],
+               which: Sequence[int]) -> tuple[dict[int, list[RecordError]], set[int]]:
+        """Probe the rows at indexes ``which``; return their rejections and their indexes."""
+        params: list[list[Any]] = [[rows[i][0] for i in which]]
         if self.resource.natural_key:
-            params.append(keys)
-        params += [[copy_unescape(r[i]) for r in rows] for i in self._ref_index]
+            params.append([keys[i] for i in which])
+        params += [[copy_unescape(rows[i][c]) for i in which] for c in self._ref_index]
         cur.execute(self.sql.probe, params, binary=True)
         rejected: dict[int, list[RecordError]] = {}
         skip: set[int] = set()
         names = self.sql.probe_flags
         for rec in cur.fetchall():
-            idx = rec[0] - 1
+            idx = which[rec[0] - 1]
             row = rows[idx]
             skip.add(idx)
             errors = self._errors(row, dict(zip(names, rec[1:], strict=True)))
             assert errors, "the probe returns only rows with a reason"
             rejected[int(row[-2])] = errors
-        self._copy(cur, rows, skip)
-        return rejected
+        return rejected, skip
 
     def _copy(self, cur: psycopg.Cursor[Any], rows: list[Row], skip: Collection[int]) -> None:
         """COPY ``rows`` (but those at the ``skip`` indexes) straight into the table."""

@@ -72,6 +72,8 @@ class PreparedBatch:
     bytes_processed: int = 0
     #: Insert mode: the clean rows as one COPY text payload for the target table.
     payload: str | None = None
+    #: Insert mode: indexes of rows whose id or key may repeat one of an earlier batch.
+    candidates: list[int] = field(default_factory=list)
     #: Clean records repeating an id or key staged earlier in the batch: next round.
     deferred: list[Deferred] = field(default_factory=list)
 

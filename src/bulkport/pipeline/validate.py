@@ -40,6 +40,32 @@ def parse_mode(value: str | None) -> Mode:
         ) from None
 
 
+class SeenFilter:
+    """A Bloom filter of the ids and natural keys a job has staged so far.
+
+    It lets the loader probe, before its optimistic COPY, only the rows that may
+    repeat a record of an earlier batch, instead of the whole batch. A false
+    positive costs one probed row; there are no false negatives. 2**25 bits
+    (4 MiB) with two probes keeps false positives near 1% for 2 million keys.
+    """
+
+    BITS = 1 << 25
+    _MASK = BITS - 1
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self.BITS >> 3)
+
+    def check_and_add(self, value: str) -> bool:
+        """Whether ``value`` may have been added before; add it."""
+        h = hash(value)
+        a, b = h & self._MASK, (h >> 25) & self._MASK
+        bits = self._bits
+        seen = (bits[a >> 3] >> (a & 7)) & 1 and (bits[b >> 3] >> (b & 7)) & 1
+        bits[a >> 3] |= 1 << (a & 7)
+        bits[b >> 3] |= 1 << (b & 7)
+        return bool(seen)
+
+
 class BatchPreparer:
     """Turns raw records into a :class:`PreparedBatch` for one resource and mode.
 
@@ -63,6 +89,7 @@ class BatchPreparer:
         )
         self.key_ci = resource.natural_key_ci
         self.new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+        self.seen = SeenFilter() if mode is Mode.INSERT else None
 
     def original(self, data: Any) -> Any:
         """The record as uploaded, as stored with its errors (CSV rows become dicts)."""
@@ -126,6 +153,8 @@ class BatchPreparer:
         are thereby applied in file order, whatever the batch size.
         """
         rows, keys, originals, deferred = batch.rows, batch.keys, batch.originals, batch.deferred
+        candidates = batch.candidates
+        seen = self.seen
         seen_ids: set[str] = set()
         seen_keys: set[str] = set()
         key_index = self.key_index
@@ -153,6 +182,13 @@ class BatchPreparer:
                 staged = [rid, *values[1:], str(row), "f"]
             else:
                 staged = [*values, str(row), "t"]
+            if seen is not None:
+                # Both calls run: each adds its value.
+                repeat = seen.check_and_add(rid) if staged[-1] == "t" else False
+                if key is not None and seen.check_and_add(key):
+                    repeat = True
+                if repeat:
+                    candidates.append(len(rows))
             rows.append(staged)
             keys.append(key)
             originals.append(data)
