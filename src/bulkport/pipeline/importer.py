@@ -40,6 +40,10 @@ from bulkport.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
+#: Input read per batch at most (bytes of the stored file; compressed for .gz files).
+BATCH_INPUT_BYTES = 4 * 1024 * 1024
+#: Records taken at a time while filling a batch, between checks of the bytes read.
+BATCH_SIZE_STEP = 500
 #: Prepared batches buffered ahead of the database (bounds memory).
 PREFETCH_BATCHES = 1
 
@@ -116,11 +120,27 @@ def _prepare(records: Iterator[RawRecord], preparer: BatchPreparer, raw: IO[byte
              checkpoint: int, batch_size: int) -> Iterator[PreparedBatch]:
     # Resume: skip the records that earlier runs committed.
     records = dropwhile(lambda r: r.row <= checkpoint, records)
-    while chunk := list(islice(records, batch_size)):
+    while chunk := _take(records, batch_size, raw):
         batch = preparer.prepare(chunk)
         batch.checkpoint = chunk[-1].row
         batch.bytes_processed = raw.tell()
         yield batch
+
+
+def _take(records: Iterator[RawRecord], batch_size: int, raw: IO[bytes]) -> list[RawRecord]:
+    """The next batch: ``batch_size`` records, or fewer once BATCH_INPUT_BYTES were read.
+
+    Wide records (long article bodies) would otherwise make a batch, and the
+    memory it holds, many times larger than one of users.
+    """
+    start = raw.tell()
+    chunk: list[RawRecord] = []
+    while True:
+        part = list(islice(records, min(BATCH_SIZE_STEP, batch_size - len(chunk))))
+        chunk += part
+        if (len(part) < BATCH_SIZE_STEP or len(chunk) >= batch_size
+                or raw.tell() - start >= BATCH_INPUT_BYTES):
+            return chunk
 
 
 def _prefetch(batches: Iterator[PreparedBatch]) -> Iterator[PreparedBatch]:
