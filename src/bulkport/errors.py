@@ -80,3 +80,17 @@ class LeaseLost(BulkportError):
     """This worker no longer owns the job (its lease expired or it was cancelled)."""
 
     code = "lease_lost"
+
+
+class TooManyExports(BulkportError):
+    """Every export connection is busy; retry in a few seconds."""
+
+    code = "too_many_exports"
+    status_code = 503
+
+
+class ExportExpired(BulkportError):
+    """The export file has expired; start a new export."""
+
+    code = "export_expired"
+    status_code = 410

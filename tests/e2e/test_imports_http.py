@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,44 +54,42 @@ def srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def idle_srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[ServerProcess]:
-    """A server without workers on its own database: its jobs stay ``pending``."""
-    name = "bulkport_e2e_idle"
+@contextmanager
+def _server_on_own_database(pg_url: str, name: str, data_dir: Path, workers: int,
+                            env: dict[str, str]) -> Iterator[ServerProcess]:
+    """A server process on a database of its own, dropped afterwards."""
     with psycopg.connect(pg_url, autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {name}")
     url = make_conninfo(pg_url, dbname=name)
     db.migrate(url)
-    server = ServerProcess(url, tmp_path_factory.mktemp("imports-idle") / "data", workers=0,
-                           env={"BULKPORT_ALLOW_PRIVATE_URLS": "true"}).start()
+    server = ServerProcess(url, data_dir, workers=workers, env=env).start()
     try:
         yield server
     finally:
         server.stop()
         with psycopg.connect(pg_url, autocommit=True) as c:
             c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def idle_srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[ServerProcess]:
+    """A server without workers on its own database: its jobs stay ``pending``."""
+    with _server_on_own_database(pg_url, "bulkport_e2e_idle",
+                                 tmp_path_factory.mktemp("imports-idle") / "data", 0,
+                                 {"BULKPORT_ALLOW_PRIVATE_URLS": "true"}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def slow_srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[ServerProcess]:
     """A server committing 20 records per batch, so a job stays ``processing`` a while."""
-    name = "bulkport_e2e_slow"
-    with psycopg.connect(pg_url, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {name}")
-    url = make_conninfo(pg_url, dbname=name)
-    db.migrate(url)
-    server = ServerProcess(url, tmp_path_factory.mktemp("imports-slow") / "data", workers=1,
-                           env={"BULKPORT_BATCH_SIZE": "20"}).start()
-    try:
+    with _server_on_own_database(pg_url, "bulkport_e2e_slow",
+                                 tmp_path_factory.mktemp("imports-slow") / "data", 1,
+                                 {"BULKPORT_BATCH_SIZE": "20"}) as server:
         yield server
-    finally:
-        server.stop()
-        with psycopg.connect(pg_url, autocommit=True) as c:
-            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from bulkport import metrics
-from bulkport.errors import BulkportError
 from bulkport.pipeline.exporter import CopyStream
 from bulkport.sql.exporting import SESSION_OPTIONS
 from bulkport.storage import ExportStorage
@@ -35,20 +34,6 @@ SEND_STALL_SECONDS = 120.0
 STREAM_WAIT_SECONDS = 5.0
 #: How streaming-export connections show in ``pg_stat_activity``.
 APPLICATION_NAME = "bulkport-export-stream"
-
-
-class TooManyExports(BulkportError):
-    """Every export connection is busy; retry in a few seconds."""
-
-    code = "too_many_exports"
-    status_code = 503
-
-
-class ExportExpired(BulkportError):
-    """The export file has expired; start a new export."""
-
-    code = "export_expired"
-    status_code = 410
 
 
 @dataclass

@@ -23,9 +23,7 @@ from bulkport.api.errors import request_id_var
 from bulkport.api.export_stream import (
     STREAM_WAIT_SECONDS,
     CopyStreamResponse,
-    ExportExpired,
     ExportState,
-    TooManyExports,
     accepts_gzip,
     open_stream_pool,
 )
@@ -34,7 +32,7 @@ from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import ErrorResponse, encode_cursor
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
-from bulkport.errors import BadRequest, Conflict
+from bulkport.errors import BadRequest, Conflict, ExportExpired, TooManyExports
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.pipeline.export_spec import MEDIA_TYPES, parse_spec
