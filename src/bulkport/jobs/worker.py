@@ -97,6 +97,7 @@ class Worker:
         self.upload_storage = LocalStorage(settings.upload_dir)
         self.stopping = stopping or threading.Event()
         self.busy = busy or Busy()
+        self._turn = 0
 
     def connect(self) -> psycopg.Connection[Any]:
         return db.connect(self.url, autocommit=True)
@@ -121,7 +122,11 @@ class Worker:
         """Claim and run one job; False when the queue was empty."""
         if self.busy.count and self.stopping.wait(self.settings.poll_interval_seconds):
             return False
-        for kind, runner in RUNNERS.items():
+        # Take turns at which kind is looked at first, so queued imports never starve
+        # exports (or the reverse).
+        kinds = list(RUNNERS.items())
+        self._turn = (self._turn + 1) % len(kinds)
+        for kind, runner in kinds[self._turn:] + kinds[:self._turn]:
             with self.connect() as conn:
                 job = STORE.claim(conn, kind, self.name, self.settings.lease_seconds)
             if job is not None:
