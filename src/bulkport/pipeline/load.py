@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 #: Errors that mean the server or connection is in trouble, not the data.
 TRANSIENT_ERRORS = (psycopg.OperationalError, pg_errors.SerializationFailure,
                     pg_errors.DeadlockDetected)
-#: Bytes of COPY data handed to the driver per write.
-COPY_CHUNK_BYTES = 256 * 1024
 #: Cap of the stretch of probe-first batches after refused optimistic COPYs.
 MAX_PROBE_STRETCH = 64
 #: Tries of one record that a concurrent writer keeps beating to its key.
@@ -62,7 +60,6 @@ class Loader:
         self.resource = resource
         self.mode = mode
         self.sql: LoadSQL = load_sql(resource.name, mode)
-        self.width = len(resource.fields)
         names = resource.column_names
         self._defaults = [(names.index(f.name), f.insert_default) for f in resource.fields
                           if f.insert_default]
@@ -124,21 +121,19 @@ class Loader:
             self._probe_first -= 1
         else:
             rejected: dict[int, list[RecordError]] = {}
+            skip: set[int] = set()
             if batch.candidates:
                 # Rows repeating an id or key this job already loaded: probe just those.
                 rejected, skip = self._probe(cur, rows, batch.keys, batch.candidates)
-                if skip:
-                    lines = payload.split("\n")
-                    payload = "\n".join(x for i, x in enumerate(lines) if i not in skip)
             try:
-                with self.conn.transaction(), cur.copy(self.sql.copy_target) as copy:
-                    copy.write(payload)  # built by the prepare stage, off this thread's path
+                with self.conn.transaction():
+                    self._copy(cur, payload, skip)
                 return rejected
             except (pg_errors.UniqueViolation, pg_errors.ForeignKeyViolation):
                 self._refusals += 1
                 self._probe_first = min(2 ** self._refusals, MAX_PROBE_STRETCH)
         rejected, skip = self._probe(cur, rows, batch.keys, range(len(rows)))
-        self._copy(cur, rows, skip)
+        self._copy(cur, payload, skip)
         return rejected
 
     def _probe(self, cur: psycopg.Cursor[Any], rows: list[Row], keys: list[str | None],
@@ -161,25 +156,13 @@ class Loader:
             rejected[int(row[-2])] = errors
         return rejected, skip
 
-    def _copy(self, cur: psycopg.Cursor[Any], rows: list[Row], skip: Collection[int]) -> None:
-        """COPY ``rows`` (but those at the ``skip`` indexes) straight into the table."""
-        width = self.width
+    def _copy(self, cur: psycopg.Cursor[Any], payload: str, skip: Collection[int]) -> None:
+        """COPY the batch's payload (one line per row) but the lines at ``skip`` indexes."""
+        if skip:
+            lines = payload.split("\n")  # the last element is the "" after the final newline
+            payload = "\n".join([x for i, x in enumerate(lines) if i not in skip])
         with cur.copy(self.sql.copy_target) as copy:
-            buf: list[str] = []
-            size = 0
-            for idx, r in enumerate(rows):
-                if skip and idx in skip:
-                    continue
-                line = "\t".join(r[:width])
-                buf.append(line)
-                size += len(line)
-                if size > COPY_CHUNK_BYTES:
-                    buf.append("")
-                    copy.write("\n".join(buf))
-                    buf, size = [], 0
-            if buf:
-                buf.append("")
-                copy.write("\n".join(buf))
+            copy.write(payload)  # rendered by the prepare stage, off this thread's path
 
     # --- statement path -------------------------------------------------------------
 
