@@ -237,10 +237,6 @@ def download_export(job_id: JobId, state: State, exports: Exports) -> Response:
 def cancel_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
     with state.conn() as conn:
         job = STORE.cancel(conn, JobKind.EXPORT, job_id)
-        if job is None:
-            current = STORE.get(conn, JobKind.EXPORT, job_id)
-            raise Conflict(f"the export is {current['status']}; only pending or processing "
-                           "exports can be cancelled", status=current["status"])
     return JSONResponse(export_job_view(job, exports))
 
 

@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from bulkport.errors import IdempotencyConflict, LeaseLost, NotFound
+from bulkport.errors import Conflict, IdempotencyConflict, LeaseLost, NotFound
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.pipeline.types import Rejected
 from bulkport.resources.base import clip_depth
@@ -95,9 +95,14 @@ class JobStore:
             "after_created": after[0] if after else None, "after_id": after[1] if after else None,
         })
 
-    def cancel(self, conn: Conn, kind: JobKind, job_id: str) -> Job | None:
-        """Cancel a pending/processing job; ``None`` when it is in another state."""
-        return _one(conn, f"cancel_{kind}_job", {"id": job_id})
+    def cancel(self, conn: Conn, kind: JobKind, job_id: str) -> Job:
+        """Cancel a pending/processing job; :class:`Conflict` (409) in any other state."""
+        job = _one(conn, f"cancel_{kind}_job", {"id": job_id})
+        if job is None:
+            status = self.get(conn, kind, job_id)["status"]
+            raise Conflict(f"the {kind} job is {status}; only pending or processing jobs "
+                           "can be cancelled", status=status)
+        return job
 
     # --- queue (workers) ------------------------------------------------------------
 
