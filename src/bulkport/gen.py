@@ -1015,11 +1015,5 @@ def main(args: argparse.Namespace) -> None:
     print(orjson.dumps(expected, option=orjson.OPT_INDENT_2).decode())
 
 
-def counts_of(expected: dict[str, Any], resource: str) -> tuple[int, int, dict[str, int]]:
-    """``(successful, rejected, error_counts)`` of one resource in an expectation."""
-    part = expected[resource]
-    return part["successful"], part["rejected"], dict(part["error_counts"])
-
-
 __all__: Sequence[str] = ("DEFAULT_MIX", "FLAWS", "GenConfig", "add_arguments", "build_mix",
-                          "config_from_args", "counts_of", "generate", "main")
+                          "config_from_args", "generate", "main")

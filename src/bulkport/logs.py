@@ -40,10 +40,6 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
-def current_context() -> Mapping[str, Any]:
-    return _context.get()
-
-
 class ContextFilter(logging.Filter):
     """Copies the bound context fields onto each record (explicit extras win)."""
 
