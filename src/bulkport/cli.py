@@ -30,11 +30,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from bulkport import db
     from bulkport.api.app import create_app
     from bulkport.config import get_settings
-    from bulkport.jobs.worker import WorkerPool
+    from bulkport.jobs.worker import GIL_SWITCH_SECONDS, WorkerPool
     from bulkport.logs import setup_logging
 
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
+    # The reader threads of a split export take turns with each other and the event
+    # loop; with the default 5 ms switch interval a reader whose rows have arrived
+    # waits that long while PostgreSQL stalls on a full socket (bench/README.md).
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = db.database_url(settings)
     db.migrate(url)

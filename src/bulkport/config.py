@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     export_streams: int = Field(
         8, ge=1, description="Streaming exports served at once (each holds one connection)"
     )
+    export_lanes: int = Field(
+        2, ge=1, le=8,
+        description="Connections one streaming export of a large table reads with in parallel",
+    )
     # --- export storage (docs/exports.md): S3-compatible when a bucket is set ---
     s3_bucket: str | None = Field(None, description="Bucket for export files; unset = local")
     s3_prefix: str = Field("exports/", description="Key prefix of export files in the bucket")

@@ -11,7 +11,7 @@ slows PostgreSQL down instead of filling memory.
 from __future__ import annotations
 
 import logging
-from contextlib import aclosing
+from contextlib import AbstractContextManager, aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 SEND_STALL_SECONDS = 120.0
 #: Longest a request waits for a free export connection before a 503 (seconds).
 STREAM_WAIT_SECONDS = 5.0
+#: Longest a split export waits for a helper connection before reading with fewer (seconds).
+LANE_WAIT_SECONDS = 1.0
 #: How streaming-export connections show in ``pg_stat_activity``.
 APPLICATION_NAME = "bulkport-export-stream"
 
@@ -41,18 +43,31 @@ class ExportState:
     """What the export routes share: the streaming pool and the export storage."""
 
     streams: ConnectionPool[psycopg.Connection[Any]]
+    #: Extra connections of streams split into lanes (None: one connection each).
+    lanes: ConnectionPool[psycopg.Connection[Any]] | None
+    #: Connections one stream may read with.
+    lane_count: int
     storage: ExportStorage
     #: Lifetime of a presigned download URL (seconds), capped by the export's expiry.
     url_ttl_seconds: int
 
 
-def open_stream_pool(url: str, max_size: int) -> ConnectionPool[Any]:
-    """The pool of streaming exports: each stream holds one connection while it runs."""
+def open_stream_pool(url: str, max_size: int, name: str = "exports") -> ConnectionPool[Any]:
+    """A pool of streaming exports: each stream holds one connection while it runs."""
     return ConnectionPool(
-        url, min_size=0, max_size=max_size, open=False, name="exports",
+        url, min_size=0, max_size=max_size, open=False, name=name,
         kwargs={"options": SESSION_OPTIONS, "autocommit": True,
                 "application_name": APPLICATION_NAME},
     )
+
+
+def helper_connections(state: ExportState
+                       ) -> list[AbstractContextManager[psycopg.Connection[Any]]]:
+    """The extra connections a stream may split its reading over (entered only if it does)."""
+    if state.lanes is None:
+        return []
+    return [state.lanes.connection(timeout=LANE_WAIT_SECONDS)
+            for _ in range(state.lane_count - 1)]
 
 
 def accepts_gzip(header: str | None) -> bool:

@@ -25,6 +25,7 @@ from bulkport.api.export_stream import (
     CopyStreamResponse,
     ExportState,
     accepts_gzip,
+    helper_connections,
     open_stream_pool,
 )
 from bulkport.api.params import IdempotencyKey, JobId, list_cursor
@@ -43,14 +44,24 @@ from bulkport.storage import export_storage
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.bulkport
-    streams = open_stream_pool(state.url, state.settings.export_streams)
-    streams.open()
-    app.state.exports = ExportState(streams=streams, storage=export_storage(state.settings),
-                                    url_ttl_seconds=state.settings.s3_url_ttl_seconds)
+    settings = state.settings
+    streams = open_stream_pool(state.url, settings.export_streams)
+    lanes = None
+    if settings.export_lanes > 1:
+        lanes = open_stream_pool(state.url, settings.export_streams * (settings.export_lanes - 1),
+                                 name="export-lanes")
+    pools = [p for p in (streams, lanes) if p is not None]
+    for pool in pools:
+        pool.open()
+    app.state.exports = ExportState(streams=streams, lanes=lanes,
+                                    lane_count=settings.export_lanes,
+                                    storage=export_storage(settings),
+                                    url_ttl_seconds=settings.s3_url_ttl_seconds)
     try:
         yield
     finally:
-        await run_in_threadpool(streams.close)
+        for pool in pools:
+            await run_in_threadpool(pool.close)
 
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"], lifespan=lifespan)
@@ -129,7 +140,8 @@ async def stream_export(request: Request, state: State, exports: Exports) -> Res
     spec = parse_spec(single["resource"], single["format"], grouped.get("fields"),
                       {k: v for k, v in grouped.items() if k not in _NOT_FILTERS})
     gzip = accepts_gzip(request.headers.get("accept-encoding"))
-    stream = CopyStream(exports.streams.connection(timeout=STREAM_WAIT_SECONDS), spec, gzip=gzip)
+    stream = CopyStream(exports.streams.connection(timeout=STREAM_WAIT_SECONDS), spec, gzip=gzip,
+                        helpers=helper_connections(exports))
     try:
         await stream.start()
     except PoolTimeout:

@@ -30,25 +30,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import select
 import threading
 import time
 import zlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import IO, Any
 
 import anyio
 import psycopg
-from psycopg import pq
+from psycopg import pq, sql
 
 from bulkport.pipeline.export_spec import ExportSpec
 from bulkport.pipeline.formats import Format
 from bulkport.sql.exporting import (
+    BEGIN_SNAPSHOT,
     BINARY_HEADER,
     BINARY_TRAILER,
+    EXPORT_SNAPSHOT,
     ROW_PREFIX_BYTES,
     SESSION_SETUP,
+    IdRange,
     export_statement,
+    id_ranges,
+    import_snapshot,
+    split_points,
+    table_pages,
 )
 
 log = logging.getLogger(__name__)
@@ -61,6 +70,16 @@ AHEAD_CHUNKS = 2
 ROOM_POLL_SECONDS = 0.1
 #: gzip level: 1 (nginx's default) compresses JSON/CSV 4-6x at ~3x the speed of 6.
 GZIP_LEVEL = 1
+#: Tables of fewer pages (8 KiB) than this are read by one connection.
+SPLIT_MIN_PAGES = 1000
+#: Table pages per id range of a split export (~15,000 users).
+PAGES_PER_RANGE = 200
+#: Most id ranges of one export.
+MAX_RANGES = 10_000
+#: Table blocks sampled per id range to place the range boundaries.
+SAMPLE_BLOCKS_PER_RANGE = 4
+#: Chunks a lane of a split export reads ahead of the merge (8 MiB with CHUNK_BYTES).
+LANE_AHEAD_CHUNKS = 32
 #: Longest wait for the reader of a cancelled export to stop (seconds).
 CANCEL_TIMEOUT_SECONDS = 10.0
 
@@ -102,39 +121,58 @@ class Encoder:
 
 
 _END = object()
+_RANGE_END = object()
 
 
 class CopyStream:
-    """One streaming export, read by a thread and consumed from async code.
+    """One streaming export, read by threads and consumed from async code.
 
-    ``connection`` (e.g. ``pool.connection(timeout=5)``) is entered in the
+    ``connection`` (e.g. ``pool.connection(timeout=5)``) is entered in a
     reader thread and left when the export ends or is stopped, which returns a
-    pooled connection to its pool. At most ``AHEAD_CHUNKS`` chunks wait for
-    the consumer, so memory stays flat however slow the client is.
+    pooled connection to its pool. ``helpers`` are more such connections, only
+    entered when the table is large enough to split (:meth:`_plan`); one that
+    cannot be had in time just means fewer lanes. At most ``AHEAD_CHUNKS``
+    chunks wait for the consumer and ``LANE_AHEAD_CHUNKS`` per lane wait for
+    the merge, so memory stays flat however large the table and however slow
+    the client.
     """
 
     def __init__(self, connection: AbstractContextManager[psycopg.Connection[Any]],
                  spec: ExportSpec, *, gzip: bool = False, chunk_bytes: int = CHUNK_BYTES,
+                 helpers: Sequence[AbstractContextManager[psycopg.Connection[Any]]] = (),
                  ) -> None:
         self.connection = connection
+        self.helpers = helpers
         self.spec = spec
         self.encoder = Encoder(spec.format, gzip=gzip)
         self.chunk_bytes = chunk_bytes
         self.rows = 0
+        #: Connections the export read with (1 unless it was split).
+        self.lanes = 0
         self._stop = threading.Event()
         self._room = threading.Semaphore(AHEAD_CHUNKS)
         self._items: asyncio.Queue[Any] = asyncio.Queue()
-        self._conn: psycopg.Connection[Any] | None = None
-        # Held while a cancel is sent, and by the reader to let go of the connection:
-        # a late cancel must never reach a connection back in the pool.
+        # The connections in use, for cancelling. Held while a cancel is sent and
+        # while a connection is let go: a late cancel must never reach a
+        # connection back in its pool.
+        self._conns: list[psycopg.Connection[Any]] = []
         self._conn_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._finished = False
+        self._put: Callable[[Any], None] = lambda item: None
 
     async def start(self) -> None:
         """Start the COPY: a query that fails raises here, before any byte is sent."""
         loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._produce, args=(loop,), daemon=True,
+
+        def put(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(self._items.put_nowait, item)
+            except RuntimeError:  # the consumer's loop is closed: nobody reads any more
+                self._stop.set()
+
+        self._put = put
+        self._thread = threading.Thread(target=self._produce, daemon=True,
                                         name=f"export-{self.spec.resource.name}")
         self._thread.start()
         first = await self._items.get()
@@ -156,7 +194,7 @@ class CopyStream:
             yield item
 
     async def aclose(self) -> None:
-        """End the export; if it still runs, cancel its query and wait for the reader."""
+        """End the export; if it still runs, cancel its queries and wait for the readers."""
         with anyio.CancelScope(shield=True):
             thread = self._thread
             if thread is None:
@@ -176,99 +214,176 @@ class CopyStream:
     def _cancel(self) -> None:
         # A reader blocked on PostgreSQL (a slow filter) only wakes up this way.
         with self._conn_lock:
-            if self._conn is not None:
+            for conn in self._conns:
                 with contextlib.suppress(psycopg.Error):
-                    self._conn.cancel_safe(timeout=CANCEL_TIMEOUT_SECONDS)
+                    conn.cancel_safe(timeout=CANCEL_TIMEOUT_SECONDS)
 
-    # --- the reader thread -------------------------------------------------------------
-
-    def _produce(self, loop: asyncio.AbstractEventLoop) -> None:
-        def put(item: Any) -> None:
+    @contextlib.contextmanager
+    def _hold(self, connection: AbstractContextManager[psycopg.Connection[Any]]
+              ) -> Iterator[psycopg.Connection[Any]]:
+        with connection as conn:
+            with self._conn_lock:
+                self._conns.append(conn)
             try:
-                loop.call_soon_threadsafe(self._items.put_nowait, item)
-            except RuntimeError:  # the consumer's loop is closed: nobody reads any more
-                self._stop.set()
-
-        started = False
-        try:
-            statement = export_statement(self.spec.resource, self.spec.fields,
-                                         self.spec.conditions, self.spec.format.value)
-            with self.connection as conn:
+                yield conn
+            finally:
                 with self._conn_lock:
-                    self._conn = conn
-                try:
-                    conn.execute(SESSION_SETUP)
-                    with conn.cursor() as cur, cur.copy(statement):
-                        put(None)  # started
-                        started = True
-                        self._read(conn, put)
-                finally:
-                    with self._conn_lock:
-                        self._conn = None
-            put(_END)
+                    self._conns.remove(conn)
+
+    # --- the reader threads ------------------------------------------------------------
+
+    def _produce(self) -> None:
+        started = threading.Event()
+
+        def on_start() -> None:
+            started.set()
+            self._put(None)
+
+        try:
+            with contextlib.ExitStack() as stack:
+                lanes = self._plan(stack)
+                self.lanes = len(lanes)
+                if len(lanes) == 1:
+                    conn, statements = lanes[0]
+                    for i, statement in enumerate(statements):
+                        self.rows += _copy(conn, statement, self._binary, self.chunk_bytes,
+                                           self._send, on_start if i == 0 else None)
+                else:
+                    self._merge(lanes, on_start)
+                for conn, _ in lanes:
+                    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                        conn.execute("COMMIT")
+            if self.spec.format is Format.CSV:
+                self.rows -= 1  # the header
+            tail = self.encoder.end()
+            if tail:
+                self._wait_room()
+                self._put(tail)
+            self._put(_END)
         except Stopped:
-            put(_END)
+            self._put(_END)
         except BaseException as exc:  # handed to the consumer, raised there
-            if self._stop.is_set() and started:
-                put(_END)  # the cancellation we asked for
+            if self._stop.is_set() and started.is_set():
+                self._put(_END)  # the cancellation we asked for
             else:
-                put(exc)
+                self._put(exc)
 
-    def _read(self, conn: psycopg.Connection[Any], put: Callable[[Any], None]) -> None:
-        # libpq's blocking read releases the GIL while it waits and costs ~0.2 µs
-        # per row; psycopg's copy iterator costs ~0.6 µs, its async one ~1.8 µs.
-        # The hot path, once per row: each row is copied into the chunk at once, so
-        # libpq's buffer is freed while still in cache (holding the rows and joining
-        # them later costs twice as much).
-        pgconn = conn.pgconn
-        get = pgconn.get_copy_data
-        limit = self.chunk_bytes
-        buf = bytearray()
-        rows = 0
-        if self.spec.format is Format.CSV:
-            while True:
-                nbytes, data = get(0)
-                if nbytes <= 0:
-                    break
-                buf += data
-                rows += 1
-                if len(buf) >= limit:
-                    self._send(bytes(buf), put)
-                    buf.clear()
-        else:  # binary rows of one json value: strip the row prefix, add the newline
-            nbytes, data = get(0)
-            if nbytes > 0:
-                buf += first_json_row(data)
-                rows = 1 if buf else 0
-            while nbytes > 0:
-                nbytes, data = get(0)
-                if nbytes <= 0:
-                    break
-                if nbytes == TRAILER_BYTES:
-                    continue
-                buf += data[ROW_PREFIX_BYTES:]
-                buf += b"\n"
-                rows += 1
-                if len(buf) >= limit:
-                    self._send(bytes(buf), put)
-                    buf.clear()
-        if nbytes != -1:
-            raise psycopg.OperationalError(
-                (pgconn.error_message or b"COPY failed").decode("utf-8", "replace").strip())
-        self.rows = rows - (1 if self.spec.format is Format.CSV else 0)
-        _check_results(pgconn)
-        if buf:
-            self._send(bytes(buf), put)
-        tail = self.encoder.end()
-        if tail:
-            self._wait_room()
-            put(tail)
+    @property
+    def _binary(self) -> bool:
+        return self.spec.format is not Format.CSV
 
-    def _send(self, chunk: bytes, put: Callable[[Any], None]) -> None:
+    def _plan(self, stack: contextlib.ExitStack
+              ) -> list[tuple[psycopg.Connection[Any], list[sql.Composed]]]:
+        """Take the connections and decide who reads which id ranges.
+
+        A table of ``SPLIT_MIN_PAGES`` or more, with helper connections at
+        hand, is cut into ranges of about ``PAGES_PER_RANGE`` pages, dealt out
+        in turn to the connections, which all read in one snapshot.
+        """
+        spec = self.spec
+        conn = stack.enter_context(self._hold(self.connection))
+        conn.execute(SESSION_SETUP)
+
+        def statements(ranges: list[IdRange]) -> list[sql.Composed]:
+            return [export_statement(spec.resource, spec.fields, spec.conditions,
+                                     spec.format.value, r, header=i == 0)
+                    for i, r in enumerate(ranges)]
+
+        one = [(conn, statements([(None, None)]))]
+        if not self.helpers:
+            return one
+        row = conn.execute(table_pages(spec.resource)).fetchone()
+        pages = int(row[0]) if row else 0
+        if pages < SPLIT_MIN_PAGES:
+            return one
+        conn.execute(BEGIN_SNAPSHOT)
+        count = min(MAX_RANGES, pages // PAGES_PER_RANGE)
+        percent = min(100.0, 100.0 * SAMPLE_BLOCKS_PER_RANGE * count / pages)
+        row = conn.execute(split_points(spec.resource, spec.conditions, count, percent)).fetchone()
+        ranges = id_ranges(row[0] if row and row[0] else [])
+        conns = [conn]
+        if len(ranges) > 1:
+            row = conn.execute(EXPORT_SNAPSHOT).fetchone()
+            snapshot = str(row[0]) if row else ""
+            for helper in self.helpers:
+                try:
+                    extra = stack.enter_context(self._hold(helper))
+                    extra.execute(SESSION_SETUP)
+                    extra.execute(BEGIN_SNAPSHOT)
+                    extra.execute(import_snapshot(snapshot))
+                except psycopg.Error as exc:  # busy pool, lost connection: fewer lanes
+                    log.info("export of %s reads with %d connection(s): %s",
+                             spec.resource.name, len(conns), exc)
+                    break
+                conns.append(extra)
+        work = statements(ranges)
+        return [(c, work[i::len(conns)]) for i, c in enumerate(conns)]
+
+    def _merge(self, lanes: list[tuple[psycopg.Connection[Any], list[sql.Composed]]],
+               on_start: Callable[[], None]) -> None:
+        """Run one reader thread per lane and pass their chunks on in range order."""
+        queues = [queue.Queue[Any](maxsize=LANE_AHEAD_CHUNKS) for _ in lanes]
+        counts = [0] * len(lanes)
+
+        def lane(i: int) -> None:
+            conn, statements = lanes[i]
+            out = queues[i]
+
+            def emit(chunk: Any) -> None:
+                while True:
+                    try:
+                        out.put(chunk, timeout=ROOM_POLL_SECONDS)
+                        return
+                    except queue.Full:
+                        if self._stop.is_set():
+                            raise Stopped() from None
+
+            try:
+                for n, statement in enumerate(statements):
+                    counts[i] += _copy(conn, statement, self._binary, self.chunk_bytes, emit,
+                                       on_start if i == 0 and n == 0 else None)
+                    emit(_RANGE_END)
+            except Stopped:
+                pass
+            except BaseException as exc:
+                with contextlib.suppress(Stopped):
+                    emit(exc)
+
+        threads = [threading.Thread(target=lane, args=(i,), daemon=True,
+                                    name=f"export-{self.spec.resource.name}-{i}")
+                   for i in range(len(lanes))]
+        for t in threads:
+            t.start()
+        try:
+            ranges = sum(len(statements) for _, statements in lanes)
+            for r in range(ranges):
+                source = queues[r % len(lanes)]
+                while (item := self._take(source)) is not _RANGE_END:
+                    if isinstance(item, BaseException):
+                        raise item
+                    self._send(item)
+        except BaseException:
+            self._stop.set()
+            self._cancel()
+            raise
+        finally:
+            for t in threads:
+                t.join()
+        self.rows = sum(counts)
+
+    def _take(self, source: queue.Queue[Any]) -> Any:
+        while True:
+            try:
+                return source.get(timeout=ROOM_POLL_SECONDS)
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise Stopped() from None
+
+    def _send(self, chunk: bytes) -> None:
         out = self.encoder.feed(chunk)  # framing and gzip happen here, off the event loop
         if out:
             self._wait_room()
-            put(out)
+            self._put(out)
 
     def _wait_room(self) -> None:
         while not self._room.acquire(timeout=ROOM_POLL_SECONDS):
@@ -276,6 +391,75 @@ class CopyStream:
                 raise Stopped()
         if self._stop.is_set():
             raise Stopped()
+
+
+def _copy(conn: psycopg.Connection[Any], statement: sql.Composed, binary: bool, limit: int,
+          emit: Callable[[bytes], None], on_start: Callable[[], None] | None) -> int:
+    """Run one COPY, handing its rows to ``emit`` in chunks; return the rows read."""
+    with conn.cursor() as cur, cur.copy(statement):
+        if on_start is not None:
+            on_start()
+        pgconn = conn.pgconn
+        rows = _read_rows(pgconn, binary, limit, emit)
+        _check_results(pgconn)
+    return rows
+
+
+def _read_rows(pgconn: pq.abc.PGconn, binary: bool, limit: int,
+               emit: Callable[[bytes], None]) -> int:
+    # The hot path, once per row. libpq's non-blocking read costs ~0.2 µs per
+    # row (psycopg's copy iterator ~0.6 µs, its async one ~1.8 µs); when no
+    # whole row is buffered, the wait happens in poll(), which releases the GIL
+    # (libpq's blocking read would hold it, stalling the other readers and the
+    # event loop). Each row is copied into the chunk at once, so libpq's buffer
+    # is freed while still in cache.
+    get = pgconn.get_copy_data
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    wait = poller.poll
+    consume = pgconn.consume_input
+    buf = bytearray()
+    rows = 0
+    if binary:  # rows of one json value: strip the row prefix, add the newline
+        while (got := get(1))[0] == 0:
+            wait()
+            consume()
+        nbytes, data = got
+        if nbytes > 0:
+            buf += first_json_row(data)
+            rows = 1 if buf else 0
+        while nbytes >= 0:
+            nbytes, data = get(1)
+            if nbytes > TRAILER_BYTES:
+                buf += data[ROW_PREFIX_BYTES:]
+                buf += b"\n"
+                rows += 1
+                if len(buf) >= limit:
+                    emit(bytes(buf))
+                    buf.clear()
+            elif nbytes == 0:
+                wait()
+                consume()
+    else:
+        while True:
+            nbytes, data = get(1)
+            if nbytes > 0:
+                buf += data
+                rows += 1
+                if len(buf) >= limit:
+                    emit(bytes(buf))
+                    buf.clear()
+            elif nbytes == 0:
+                wait()
+                consume()
+            else:
+                break
+    if nbytes != -1:
+        raise psycopg.OperationalError(
+            (pgconn.error_message or b"COPY failed").decode("utf-8", "replace").strip())
+    if buf:
+        emit(bytes(buf))
+    return rows
 
 
 def _check_results(pgconn: pq.abc.PGconn) -> None:

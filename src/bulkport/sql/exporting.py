@@ -23,8 +23,12 @@ binary form is its text, so PostgreSQL neither escapes nor scans it; the
 reader strips the 6-byte row prefix and adds the newline
 (:mod:`bulkport.pipeline.exporter`). That is ~8% less work for PostgreSQL
 than text or CSV output of the same rows.
-Rows are read in primary-key order through the ``id`` index in one
-statement: a consistent snapshot, no OFFSET, no pagination round trips.
+Rows are read in primary-key order through the ``id`` index: no OFFSET, no
+pagination round trips. A large export may be split into id ranges read by
+several connections at once (:mod:`bulkport.pipeline.exporter`): the range
+boundaries come from a block sample of the table (:func:`split_points`), and
+every connection reads in one shared snapshot (:data:`BEGIN_SNAPSHOT`,
+``pg_export_snapshot()``), so the result is the same as one statement's.
 """
 
 from __future__ import annotations
@@ -50,6 +54,15 @@ ROW_PREFIX_BYTES = 6
 #: End of a binary COPY stream: field count -1.
 BINARY_TRAILER = b"\xff\xff"
 _CSV_COPY = sql.SQL("(FORMAT csv, HEADER)")
+_CSV_COPY_NO_HEADER = sql.SQL("(FORMAT csv)")
+
+#: The transaction every connection of a split export reads in.
+BEGIN_SNAPSHOT = sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+EXPORT_SNAPSHOT = sql.SQL("SELECT pg_export_snapshot()")
+
+#: An id range of a split export: ``(first id included, first id excluded)``, open
+#: ended where ``None``.
+IdRange = tuple[str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,7 @@ class Condition:
     """One filter of an export: ``field op value(s)``, already validated and typed."""
 
     field: str
-    op: Lit["in", ">=", "<=", "contains"]
+    op: Lit["in", ">=", "<=", "<", "contains"]
     values: tuple[str | bool | datetime, ...]
 
 
@@ -111,9 +124,54 @@ def where_clause(resource: Resource, conditions: Sequence[Condition]) -> sql.Com
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts)
 
 
+def import_snapshot(snapshot: str) -> sql.Composed:
+    return sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+
+
+def table_pages(resource: Resource) -> sql.Composed:
+    """The table's size in pages, from its file size (needs no statistics)."""
+    return sql.SQL(
+        "SELECT pg_relation_size({}::regclass) / current_setting('block_size')::bigint"
+    ).format(sql.Literal(resource.table))
+
+
+def split_points(resource: Resource, conditions: Sequence[Condition], ranges: int,
+                 sample_percent: float) -> sql.Composed:
+    """The ids that cut the rows an export selects into ``ranges`` ranges of about equal size.
+
+    Estimated from a block sample of the table (``TABLESAMPLE SYSTEM``), so the
+    cost is the sample's, not the table's. Returns one row: an array of ids in
+    the column's order, possibly with repeats, or NULL when the sample is empty.
+    """
+    return sql.SQL(
+        "SELECT percentile_disc(ARRAY(SELECT g::float8 / {n} FROM generate_series(1, {last}) g))"
+        " WITHIN GROUP (ORDER BY x.id) FROM {table} x TABLESAMPLE SYSTEM ({percent}){where}"
+    ).format(n=sql.Literal(ranges), last=sql.Literal(ranges - 1),
+             table=sql.Identifier(resource.table), percent=sql.Literal(sample_percent),
+             where=where_clause(resource, conditions))
+
+
+def id_ranges(bounds: Sequence[str | None]) -> list[IdRange]:
+    """The ranges between sorted split points (repeats dropped): together, every id."""
+    cuts: list[str] = []
+    for b in bounds:
+        if b is not None and (not cuts or b != cuts[-1]):
+            cuts.append(b)
+    return list(zip([None, *cuts], [*cuts, None], strict=True))
+
+
 def export_statement(resource: Resource, fields: Sequence[str], conditions: Sequence[Condition],
-                     fmt: str) -> sql.Composed:
-    """The ``COPY … TO STDOUT`` statement of an export (``fmt`` is ndjson, csv or json)."""
+                     fmt: str, id_range: IdRange = (None, None), *, header: bool = True,
+                     ) -> sql.Composed:
+    """The ``COPY … TO STDOUT`` statement of an export (``fmt`` is ndjson, csv or json).
+
+    ``id_range`` restricts it to one range of a split export; ``header=False``
+    leaves out the CSV header (every range but the first).
+    """
+    first, end = id_range
+    conditions = [*conditions,
+                  *([Condition("id", ">=", (first,))] if first is not None else []),
+                  *([Condition("id", "<", (end,))] if end is not None else [])]
     select = sql.SQL(", ").join(
         sql.SQL("{} AS {}").format(column_expr(resource, name, fmt), sql.Identifier(name))
         for name in fields
@@ -122,6 +180,7 @@ def export_statement(resource: Resource, fields: Sequence[str], conditions: Sequ
         select=select, table=sql.Identifier(resource.table),
         where=where_clause(resource, conditions))
     if fmt == "csv":
-        return sql.SQL("COPY ({}) TO STDOUT {}").format(query, _CSV_COPY)
+        return sql.SQL("COPY ({}) TO STDOUT {}").format(
+            query, _CSV_COPY if header else _CSV_COPY_NO_HEADER)
     return sql.SQL("COPY (SELECT row_to_json(t) FROM ({}) t) TO STDOUT {}").format(
         query, _NDJSON_COPY)
