@@ -23,7 +23,7 @@ One run:
    server process tree every 50 ms;
 4. prints one JSON line.
 
-Usage: ``python bench/bench_export.py [--rows N] [--repeat 3] [--random-ids]``
+Usage: ``python bench/bench_export.py [--rows N] [--repeat 3] [--random-ids] [--lanes N]``
 (see bench/README.md, section "Exports").
 """
 
@@ -52,6 +52,7 @@ import httpx
 import psutil
 
 from bulkport import db
+from bulkport.config import Settings
 
 #: RSS sampling period (seconds).
 SAMPLE_SECONDS = 0.05
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="timed runs of each side per format; the median is kept (default 3)")
     p.add_argument("--random-ids", action="store_true",
                    help="UUIDv4 ids: id order is random on disk (default: insertion order)")
+    p.add_argument("--lanes", type=int, default=None,
+                   help="the server's export_lanes (default: the server's default)")
     p.add_argument("--work-dir", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     return p.parse_args(argv)
@@ -239,7 +242,8 @@ class Sampler:
 
 
 @contextmanager
-def bulkport_server(url: str, work: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def bulkport_server(url: str, work: Path, lanes: int | None = None,
+                    ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -247,7 +251,9 @@ def bulkport_server(url: str, work: Path) -> Iterator[tuple[str, subprocess.Pope
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulkport", "serve", "--host", "127.0.0.1", "--port", str(port),
          "--data-dir", str(work / "server-data"), "--database-url", url, "--workers", "0"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "BULKPORT_LOG_LEVEL": "WARNING"},
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "BULKPORT_LOG_LEVEL": "WARNING",
+             **({"BULKPORT_EXPORT_LANES": str(lanes)} if lanes else {})},
         start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -302,8 +308,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         result: dict[str, Any] = {
             "bench": "export", "rows": args.rows,
             "ids": "random uuid" if args.random_ids else "insertion order",
-            "repeat": args.repeat, "fill_seconds": round(fill_seconds, 1)}
-        with bulkport_server(url, work) as (base, proc):
+            "repeat": args.repeat, "lanes": args.lanes or Settings().export_lanes,
+            "fill_seconds": round(fill_seconds, 1)}
+        with bulkport_server(url, work, args.lanes) as (base, proc):
             root = psutil.Process(proc.pid)
             raw_copy(url, "ndjson")  # warm the caches once, for both sides
             with Sampler(root) as sampler:

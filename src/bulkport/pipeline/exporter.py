@@ -1,27 +1,31 @@
-"""The export pipeline: one ``COPY … TO STDOUT`` whose bytes go out as they come.
+"""The export pipeline: ``COPY … TO STDOUT`` whose bytes go out as they come.
 
 Two ways to run it, both without a web server:
 
 * :class:`CopyStream` streams an export to async code (the API's
   ``GET /v1/exports``): ``await stream.start()``, iterate ``stream.chunks()``,
-  ``await stream.aclose()``. A reader thread runs the COPY on a connection
-  taken from a pool; closing early (the client went away) cancels the query
-  on the server, and the connection goes back to its pool clean. Closing
-  works inside a cancelled task too.
+  ``await stream.aclose()``. Reader threads run the COPY on connections
+  taken from pools; closing early (the client went away) cancels the queries
+  on the server, and the connections go back to their pools clean. Closing
+  works inside a cancelled task too. A large table is read in parallel: id
+  ranges dealt out to several connections that share one snapshot, merged
+  back in order (:meth:`CopyStream._plan`, docs/exports.md "Parallel
+  reading").
 * :func:`write_export` writes an export to a file from a sync connection (the
   export jobs of :mod:`bulkport.pipeline.export_job`).
 
-Memory is bounded by ``chunk_bytes * (AHEAD_CHUNKS + 2)``: rows are gathered
-into chunks and nothing else is held. PostgreSQL renders the rows
+Memory is bounded by ``chunk_bytes * (AHEAD_CHUNKS + 2)``, plus
+``LANE_AHEAD_CHUNKS`` chunks per connection of a split export: rows are
+gathered into chunks and nothing else is held. PostgreSQL renders the rows
 (:mod:`bulkport.sql.exporting`); Python only joins buffers, frames JSON arrays
-and, when asked, gzips (in the reader thread, off the event loop).
+and, when asked, gzips (in a reader thread, off the event loop).
 
-Why a thread and libpq's own read: per row, ``AsyncCopy`` iteration costs
-~1.8 µs of Python, an async readiness loop over :mod:`psycopg.pq` ~0.9 µs,
-the sync copy iterator ~0.6 µs, and a blocking ``PGconn.get_copy_data(0)``
-(psycopg's public libpq wrapper, which releases the GIL while it waits) with
-the row copied into the chunk ~0.4 µs. On a 2-core machine the server's CPU
-per row decides how close the HTTP stream gets to raw COPY (bench/README.md,
+Why threads and libpq's own read: per row, ``AsyncCopy`` iteration costs
+~1.8 µs of Python, the sync copy iterator ~0.6 µs, and a non-blocking
+``PGconn.get_copy_data(1)`` (psycopg's public libpq wrapper) with the row
+copied into the chunk ~0.4 µs; waits happen in ``poll()``, which releases
+the GIL (:func:`_read_rows`). On a 2-core machine the server's CPU per row
+decides how close the HTTP stream gets to raw COPY (bench/README.md,
 "Exports").
 """
 
@@ -72,14 +76,14 @@ ROOM_POLL_SECONDS = 0.1
 GZIP_LEVEL = 1
 #: Tables of fewer pages (8 KiB) than this are read by one connection.
 SPLIT_MIN_PAGES = 1000
-#: Table pages per id range of a split export (~15,000 users).
-PAGES_PER_RANGE = 200
+#: Table pages per id range of a split export (~30,000 users, ~3 MB of CSV).
+PAGES_PER_RANGE = 400
 #: Most id ranges of one export.
 MAX_RANGES = 10_000
 #: Table blocks sampled per id range to place the range boundaries.
 SAMPLE_BLOCKS_PER_RANGE = 4
-#: Chunks a lane of a split export reads ahead of the merge (8 MiB with CHUNK_BYTES).
-LANE_AHEAD_CHUNKS = 32
+#: Chunks a lane of a split export reads ahead of the merge (4 MiB with CHUNK_BYTES).
+LANE_AHEAD_CHUNKS = 16
 #: Longest wait for the reader of a cancelled export to stop (seconds).
 CANCEL_TIMEOUT_SECONDS = 10.0
 
