@@ -2,7 +2,8 @@
 
 One seeded server per module; a second one without workers, on a database of
 its own, holds the big table of the disconnect test and keeps jobs pending;
-a third stores export files in S3 (moto's server on loopback, a real S3 API).
+a third stores export files in S3 (moto's server on loopback, a real S3 API);
+a fourth serves a table large enough to be read over two connections.
 """
 
 from __future__ import annotations
@@ -420,3 +421,74 @@ def test_s3_storage_gives_presigned_downloads(s3_db: str, tmp_path: Path,
         assert list((data_dir / "exports").iterdir()) == []  # staged file removed
     finally:
         server.stop()
+
+
+# --- a table large enough to be read in parallel -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def large(pg_url: str, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[tuple[ServerProcess, str]]:
+    """A server without workers on ~90,000 users: over the split threshold."""
+    with own_database(pg_url, "bulkport_e2e_exports_large") as url:
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute("""
+                INSERT INTO users (id, email, name, role, active, created_at)
+                SELECT md5(i::text), 'u' || i || '@example.com',
+                       CASE WHEN i % 7 = 0 THEN '=cmd, "' || i || '"' ELSE 'Zoë ' || i END,
+                       (ARRAY['admin', 'author', 'reader'])[1 + i % 3], i % 5 <> 0,
+                       timestamptz '2020-01-01' + i * interval '1.5 seconds'
+                FROM generate_series(1, 90000) i""")
+            pages = c.execute("SELECT pg_relation_size('users') / 8192").fetchone()
+        from bulkport.pipeline.exporter import SPLIT_MIN_PAGES
+
+        assert pages and pages[0] >= SPLIT_MIN_PAGES
+        server = ServerProcess(url, tmp_path_factory.mktemp("exports-large") / "data",
+                               workers=0).start()
+        try:
+            yield server, url
+        finally:
+            server.stop()
+
+
+def _one_statement(url: str, fmt: str, filters: dict[str, Any]) -> bytes:
+    from bulkport.pipeline.export_spec import parse_spec
+    from bulkport.pipeline.exporter import write_export
+
+    out = io.BytesIO()
+    with psycopg.connect(url, autocommit=True) as c:
+        write_export(c, parse_spec("users", fmt, None, filters), out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "filters"), [
+    ("csv", {}), ("ndjson", {"role": ["admin"]}), ("json", {"active": ["false"]}),
+])
+def test_a_large_export_read_over_two_connections_is_exact(
+        large: tuple[ServerProcess, str], fmt: str, filters: dict[str, Any]) -> None:
+    server, url = large
+    with server.client() as http:
+        r = get(http, resource="users", format=fmt, **filters)
+    assert r.status_code == 200
+    assert r.content == _one_statement(url, fmt, filters)
+    # Both connections of the stream stay in their pools, idle, in no transaction.
+    states = [s for _, s, _ in _stream_backends(url)]
+    assert states == ["idle", "idle"]
+
+
+def test_a_large_export_cut_short_frees_both_connections(
+        large: tuple[ServerProcess, str]) -> None:
+    server, url = large
+    with httpx.Client(base_url=server.base, timeout=30) as http, \
+            http.stream("GET", "/v1/exports", params={"resource": "users"},
+                        headers={"Accept-Encoding": "identity"}) as r:
+        chunks = r.iter_raw(64 * 1024)
+        assert next(chunks).startswith(b'{"id":"')
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if [s for _, s, _ in _stream_backends(url)] == ["idle", "idle"]:
+            break
+        time.sleep(0.05)
+    assert [s for _, s, _ in _stream_backends(url)] == ["idle", "idle"]
+    with server.client() as http:
+        assert get(http, resource="users", format="csv", fields="id").status_code == 200
