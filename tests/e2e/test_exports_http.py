@@ -281,7 +281,8 @@ def test_pending_export_can_be_cancelled(idle: tuple[ServerProcess, str]) -> Non
 def _stream_backends(url: str) -> list[tuple[int, str, str]]:
     with psycopg.connect(url, autocommit=True) as c:
         return c.execute("SELECT pid, state, query FROM pg_stat_activity "
-                         "WHERE application_name = %s ORDER BY pid", (STREAM_APP,)).fetchall()
+                         "WHERE application_name = %s AND datname = current_database() "
+                         "ORDER BY pid", (STREAM_APP,)).fetchall()
 
 
 def test_client_disconnect_stops_the_query_and_frees_the_connection(
