@@ -12,7 +12,7 @@ import csv
 import gzip
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -285,6 +285,17 @@ def _stream_backends(url: str) -> list[tuple[int, str, str]]:
                          "ORDER BY pid", (STREAM_APP,)).fetchall()
 
 
+def _settled(url: str, done: Callable[[dict[int, str]], bool], seconds: float = 10
+             ) -> dict[int, str]:
+    """The states of the stream backends (by pid) once ``done`` holds, or after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        states = {p: s for p, s, _ in _stream_backends(url)}
+        if done(states) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.05)
+
+
 def test_client_disconnect_stops_the_query_and_frees_the_connection(
         idle: tuple[ServerProcess, str]) -> None:
     server, url = idle
@@ -297,12 +308,7 @@ def test_client_disconnect_stops_the_query_and_frees_the_connection(
         (pid, query), = [(p, q) for p, s, q in _stream_backends(url) if s == "active"]
         assert query.startswith("COPY")
     # Leaving the block closed the connection mid-stream.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if dict((p, s) for p, s, _ in _stream_backends(url)).get(pid) == "idle":
-            break
-        time.sleep(0.05)
-    states = {p: s for p, s, _ in _stream_backends(url)}
+    states = _settled(url, lambda states: states.get(pid) == "idle")
     assert states[pid] == "idle", "the query still runs, or its connection was closed"
     assert set(states.values()) == {"idle"}
     with server.client() as http:  # the pool still serves exports
@@ -485,11 +491,7 @@ def test_a_large_export_cut_short_frees_both_connections(
                         headers={"Accept-Encoding": "identity"}) as r:
         chunks = r.iter_raw(64 * 1024)
         assert next(chunks).startswith(b'{"id":"')
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if [s for _, s, _ in _stream_backends(url)] == ["idle", "idle"]:
-            break
-        time.sleep(0.05)
-    assert [s for _, s, _ in _stream_backends(url)] == ["idle", "idle"]
+    states = _settled(url, lambda states: list(states.values()) == ["idle", "idle"])
+    assert list(states.values()) == ["idle", "idle"]
     with server.client() as http:
         assert get(http, resource="users", format="csv", fields="id").status_code == 200
