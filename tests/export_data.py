@@ -9,10 +9,16 @@ survive export -> import -> export byte for byte.
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
+
+from bulkport import db
+from bulkport.pipeline.export_spec import parse_spec
+from bulkport.pipeline.exporter import write_export
 
 NAMES = [
     "Ada Lovelace", "=SUM(A1:A9)", "-minus", "+plus", "@at", "'=already quoted",
@@ -82,3 +88,19 @@ def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
 
 def empty_resources(conn: psycopg.Connection[Any]) -> None:
     conn.execute("TRUNCATE comments, articles, users CASCADE")
+
+
+def export_bytes(url: str, resource: str, fmt: str, fields: Any = None,
+                 filters: dict[str, Any] | None = None) -> bytes:
+    """The export as one statement writes it to a file: the reference streams must equal."""
+    spec = parse_spec(resource, fmt, fields, filters or {})
+    out = io.BytesIO()
+    with db.connect(url, autocommit=True) as c:
+        records, size = write_export(c, spec, out)
+    data = out.getvalue()
+    assert size == len(data)
+    if fmt == "ndjson":  # one line per record
+        assert records == data.count(b"\n")
+    elif fmt == "json":
+        assert records == len(orjson.loads(data))
+    return data

@@ -8,6 +8,7 @@ a fourth serves a table large enough to be read over two connections.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -296,13 +297,26 @@ def _settled(url: str, done: Callable[[dict[int, str]], bool], seconds: float = 
         time.sleep(0.05)
 
 
+@contextmanager
+def paused_stream(server: ServerProcess, resource: str, http: httpx.Client | None = None
+                  ) -> Iterator[Iterator[bytes]]:
+    """A streaming export whose reader takes chunks only when asked (a paused client).
+
+    Yields the chunk iterator; it is kept open (a dropped iterator closes the
+    response) until the block ends, which closes the connection mid-stream.
+    """
+    with contextlib.ExitStack() as stack:
+        if http is None:
+            http = stack.enter_context(httpx.Client(base_url=server.base, timeout=30))
+        r = stack.enter_context(http.stream("GET", "/v1/exports", params={"resource": resource},
+                                            headers={"Accept-Encoding": "identity"}))
+        yield r.iter_raw(64 * 1024)
+
+
 def test_client_disconnect_stops_the_query_and_frees_the_connection(
         idle: tuple[ServerProcess, str]) -> None:
     server, url = idle
-    with httpx.Client(base_url=server.base, timeout=30) as http, \
-            http.stream("GET", "/v1/exports", params={"resource": "articles"},
-                        headers={"Accept-Encoding": "identity"}) as r:
-        chunks = r.iter_raw(64 * 1024)  # kept: a dropped iterator closes the response
+    with paused_stream(server, "articles") as chunks:
         assert next(chunks).startswith(b'{"id":"a')
         # The client stops reading: the server's send blocks, PostgreSQL blocks on it.
         (pid, query), = [(p, q) for p, s, q in _stream_backends(url) if s == "active"]
@@ -319,10 +333,7 @@ def test_client_disconnect_stops_the_query_and_frees_the_connection(
 def test_a_stream_that_fails_midway_is_cut_never_complete(
         idle: tuple[ServerProcess, str]) -> None:
     server, url = idle
-    with httpx.Client(base_url=server.base, timeout=30) as http, \
-            http.stream("GET", "/v1/exports", params={"resource": "articles"},
-                        headers={"Accept-Encoding": "identity"}) as r:
-        chunks = r.iter_raw(64 * 1024)
+    with paused_stream(server, "articles") as chunks:
         next(chunks)
         (pid,) = [p for p, s, _ in _stream_backends(url) if s == "active"]
         with psycopg.connect(url, autocommit=True) as c:
@@ -337,9 +348,7 @@ def test_a_stream_that_fails_midway_is_cut_never_complete(
 def test_busy_export_connections_are_a_503(idle: tuple[ServerProcess, str]) -> None:
     server, _ = idle
     with httpx.Client(base_url=server.base, timeout=30) as http:
-        with http.stream("GET", "/v1/exports", params={"resource": "articles"},
-                         headers={"Accept-Encoding": "identity"}) as r:
-            chunks = r.iter_raw(64 * 1024)
+        with paused_stream(server, "articles", http) as chunks:
             next(chunks)  # the only export connection is taken by this paused stream
             busy = get(http, resource="users")
             assert busy.status_code == 503, busy.text
@@ -458,16 +467,6 @@ def large(pg_url: str, tmp_path_factory: pytest.TempPathFactory
             server.stop()
 
 
-def _one_statement(url: str, fmt: str, filters: dict[str, Any]) -> bytes:
-    from bulkport.pipeline.export_spec import parse_spec
-    from bulkport.pipeline.exporter import write_export
-
-    out = io.BytesIO()
-    with psycopg.connect(url, autocommit=True) as c:
-        write_export(c, parse_spec("users", fmt, None, filters), out)
-    return out.getvalue()
-
-
 @pytest.mark.parametrize(("fmt", "filters"), [
     ("csv", {}), ("ndjson", {"role": ["admin"]}), ("json", {"active": ["false"]}),
 ])
@@ -477,7 +476,7 @@ def test_a_large_export_read_over_two_connections_is_exact(
     with server.client() as http:
         r = get(http, resource="users", format=fmt, **filters)
     assert r.status_code == 200
-    assert r.content == _one_statement(url, fmt, filters)
+    assert r.content == export_data.export_bytes(url, "users", fmt, None, filters)
     # Both connections of the stream stay in their pools, idle, in no transaction.
     states = [s for _, s, _ in _stream_backends(url)]
     assert states == ["idle", "idle"]
@@ -486,10 +485,7 @@ def test_a_large_export_read_over_two_connections_is_exact(
 def test_a_large_export_cut_short_frees_both_connections(
         large: tuple[ServerProcess, str]) -> None:
     server, url = large
-    with httpx.Client(base_url=server.base, timeout=30) as http, \
-            http.stream("GET", "/v1/exports", params={"resource": "users"},
-                        headers={"Accept-Encoding": "identity"}) as r:
-        chunks = r.iter_raw(64 * 1024)
+    with paused_stream(server, "users") as chunks:
         assert next(chunks).startswith(b'{"id":"')
     states = _settled(url, lambda states: list(states.values()) == ["idle", "idle"])
     assert list(states.values()) == ["idle", "idle"]

@@ -21,8 +21,9 @@ from psycopg_pool import ConnectionPool
 from bulkport import db
 from bulkport.pipeline import exporter
 from bulkport.pipeline.export_spec import parse_spec
-from bulkport.pipeline.exporter import CopyStream, write_export
+from bulkport.pipeline.exporter import CopyStream
 from bulkport.sql.exporting import SESSION_OPTIONS
+from tests.export_data import export_bytes
 
 USERS = 6000
 APP = "export-lanes-test"
@@ -54,14 +55,6 @@ def _pool(url: str, size: int) -> ConnectionPool[Any]:
         kwargs={"options": SESSION_OPTIONS, "autocommit": True, "application_name": APP})
     pool.open(wait=True)
     return pool
-
-
-def one_statement(url: str, resource: str, fmt: str, fields: Any = None,
-                  filters: dict[str, Any] | None = None) -> bytes:
-    out = io.BytesIO()
-    with db.connect(url, autocommit=True) as c:
-        write_export(c, parse_spec(resource, fmt, fields, filters or {}), out)
-    return out.getvalue()
 
 
 class Pools:
@@ -106,12 +99,12 @@ async def _read(stream: CopyStream) -> bytes:
     ("id,name,created_at", {"role": ["admin"]}),
     (None, {"active": ["false"], "created_at_from": ["2020-01-01T00:30:00Z"]}),
 ])
-def test_a_split_export_is_byte_identical_to_one_statement(
+def test_a_split_export_is_byte_identical_to_export_bytes(
         many_users: str, pools: Pools, fmt: str, fields: Any, filters: dict[str, Any]) -> None:
     spec = parse_spec("users", fmt, fields, filters)
     stream = pools.stream(spec, chunk_bytes=16 * 1024)
     body = asyncio.run(_read(stream))
-    expected = one_statement(many_users, "users", fmt, fields, filters)
+    expected = export_bytes(many_users, "users", fmt, fields, filters)
     assert stream.lanes == 3
     assert body == expected
     if fmt == "csv":  # cells here hold newlines: count records with a CSV reader
@@ -126,13 +119,13 @@ def test_split_counts_and_gzip(many_users: str, pools: Pools) -> None:
     stream = pools.stream(parse_spec("users", "csv", "id", {}), gzip=True)
     body = gzip.decompress(asyncio.run(_read(stream)))
     assert stream.lanes == 3
-    assert body == one_statement(many_users, "users", "csv", "id")
+    assert body == export_bytes(many_users, "users", "csv", "id")
     assert stream.rows == USERS and body.count(b"\n") == USERS + 1  # one header
 
 
 def test_every_lane_reads_the_snapshot_of_the_start(many_users: str, pools: Pools,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    before = one_statement(many_users, "users", "ndjson")
+    before = export_bytes(many_users, "users", "ndjson")
     real = exporter.import_snapshot
     changed = []
 
@@ -154,7 +147,7 @@ def test_every_lane_reads_the_snapshot_of_the_start(many_users: str, pools: Pool
     body = asyncio.run(_read(stream))
     assert changed and stream.lanes == 3
     assert body == before
-    assert one_statement(many_users, "users", "ndjson") != before  # the change did happen
+    assert export_bytes(many_users, "users", "ndjson") != before  # the change did happen
     assert pools.all_back()
 
 
@@ -187,7 +180,7 @@ def test_busy_helper_connections_mean_fewer_lanes(many_users: str) -> None:
             stream = pools.stream(parse_spec("users", "csv", None, {}), wait=0.2)
             body = asyncio.run(_read(stream))
         assert stream.lanes == 2
-        assert body == one_statement(many_users, "users", "csv")
+        assert body == export_bytes(many_users, "users", "csv")
         assert pools.all_back()
     finally:
         pools.close()
@@ -199,7 +192,7 @@ def test_a_small_table_is_read_by_one_connection(many_users: str, pools: Pools,
     stream = pools.stream(parse_spec("users", "csv", None, {}))
     body = asyncio.run(_read(stream))
     assert stream.lanes == 1
-    assert body == one_statement(many_users, "users", "csv")
+    assert body == export_bytes(many_users, "users", "csv")
     assert pools.lanes.get_stats().get("requests_num", 0) == 0  # no helper was taken
 
 

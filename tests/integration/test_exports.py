@@ -21,11 +21,12 @@ from bulkport.config import Settings
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.pipeline.export_spec import parse_spec
-from bulkport.pipeline.exporter import CopyStream, write_export
+from bulkport.pipeline.exporter import CopyStream
 from bulkport.sql.exporting import SESSION_OPTIONS
 from bulkport.storage import ExportStorage
 from tests import export_data
 from tests.conftest import get_job, run_jobs, submit_import
+from tests.export_data import export_bytes
 
 RESOURCES = ("users", "articles", "comments")
 
@@ -35,21 +36,6 @@ def seeded(clean_db: str) -> str:
     with db.connect(clean_db, autocommit=True) as c:
         export_data.seed(c)
     return clean_db
-
-
-def export_bytes(url: str, resource: str, fmt: str, fields: Any = None,
-                 filters: dict[str, Any] | None = None) -> bytes:
-    spec = parse_spec(resource, fmt, fields, filters or {})
-    out = io.BytesIO()
-    with db.connect(url, autocommit=True) as c:
-        records, size = write_export(c, spec, out)
-    data = out.getvalue()
-    assert size == len(data)
-    if fmt == "ndjson":  # one line per record
-        assert records == data.count(b"\n")
-    elif fmt == "json":
-        assert records == len(orjson.loads(data))
-    return data
 
 
 def rendered(ts: datetime) -> str:
