@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end check of a real `bulkport serve` with its embedded PostgreSQL, over HTTP.
 #
-#   bash scripts/e2e.sh [USERS_CSV]      (default: ../shared/testdata/users_huge.csv)
+#   bash scripts/e2e.sh [USERS_CSV]      (default: tests/data/users_huge.csv)
 #
 # Starts the server on a free port with a temporary data directory and no
 # BULKPORT_DATABASE_URL (so the embedded database is used), imports the file and
@@ -12,7 +12,7 @@
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CSV="${1:-$REPO/../shared/testdata/users_huge.csv}"
+CSV="${1:-$REPO/tests/data/users_huge.csv}"
 if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
 elif [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"
 else PY=python3

@@ -29,8 +29,11 @@ from bulkport.jobs.worker import Worker
 from bulkport.storage import LocalStorage
 
 REPO = Path(__file__).resolve().parent.parent
-TESTDATA = REPO.parent / "shared" / "testdata"
+TESTDATA = REPO / "tests" / "data"
+# The public evaluation file (10,000 users with known flaws); see tests/data/README.md.
 USERS_HUGE = TESTDATA / "users_huge.csv"
+if not USERS_HUGE.is_file():  # fail loudly: a missing data file must never become a skip
+    raise RuntimeError(f"test data missing: {USERS_HUGE}")
 TABLES = ("import_errors", "import_jobs", "export_jobs", "comments", "articles", "users")
 
 

@@ -18,7 +18,6 @@ from tests.conftest import REPO, USERS_HUGE
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not USERS_HUGE.exists(), reason="shared/testdata not present"),
     pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed"),
 ]
 

@@ -39,7 +39,6 @@ JOB_FIELDS = {
     "errors_url", "failed_batches", "failure_reason", "created_at", "started_at", "completed_at",
 }
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-needs_huge = pytest.mark.skipif(not USERS_HUGE.exists(), reason="shared/testdata not present")
 
 
 # --- fixtures ---------------------------------------------------------------------------
@@ -180,7 +179,6 @@ USERS = [
 # --- users_huge.csv ---------------------------------------------------------------------
 
 
-@needs_huge
 def test_users_huge_insert_then_upsert(srv: ServerProcess, http: httpx.Client,
                                        sql: psycopg.Connection[Any]) -> None:
     content = USERS_HUGE.read_bytes()
@@ -219,7 +217,6 @@ def test_users_huge_insert_then_upsert(srv: ServerProcess, http: httpx.Client,
     assert "duplicate_email" not in codes(error_pages(http, again["job_id"], limit=1000))
 
 
-@needs_huge
 def test_error_downloads_ndjson_and_csv(srv: ServerProcess, http: httpx.Client,
                                         sql: psycopg.Connection[Any]) -> None:
     content = USERS_HUGE.read_bytes()
@@ -265,7 +262,6 @@ def test_error_downloads_ndjson_and_csv(srv: ServerProcess, http: httpx.Client,
     assert count(sql, "users") == 9667
 
 
-@needs_huge
 def test_dry_run_of_users_huge_writes_nothing(srv: ServerProcess, http: httpx.Client,
                                               sql: psycopg.Connection[Any]) -> None:
     job = run(srv, http, USERS_HUGE.read_bytes(), "users_huge.csv", "users", dry_run="true")
@@ -503,7 +499,6 @@ def test_upsert_articles_by_slug_and_id(srv: ServerProcess, http: httpx.Client,
     assert titles == {"one": "later wins", "two": "by slug"}
 
 
-@needs_huge
 def test_concurrent_imports_of_one_file_write_each_user_once(
         srv: ServerProcess, http: httpx.Client, sql: psycopg.Connection[Any]) -> None:
     content = USERS_HUGE.read_bytes()
@@ -606,7 +601,6 @@ def test_cancel_pending_then_conflict(idle_srv: ServerProcess) -> None:
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
 
 
-@needs_huge
 def test_cancel_processing_keeps_committed_batches(slow_srv: ServerProcess) -> None:
     with slow_srv.client() as client:
         resp = post_file(client, USERS_HUGE.read_bytes(), "users_huge.csv", "users")

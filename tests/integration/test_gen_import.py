@@ -37,7 +37,6 @@ def _import_and_check(url: str, settings: Settings, conn: psycopg.Connection[Any
                         (job_id,)).fetchone() == (want["rejected"],)
 
 
-@pytest.mark.skipif(not USERS_HUGE.exists(), reason="shared/testdata not present")
 def test_default_companions_of_users_huge(clean_db: str, settings: Settings,
                                            conn: psycopg.Connection[Any], tmp_path: Path
                                            ) -> None:

@@ -9,7 +9,6 @@ import pytest
 from bulkport.config import Settings
 from tests.conftest import USERS_HUGE, get_job, run_jobs, submit_import
 
-pytestmark = pytest.mark.skipif(not USERS_HUGE.exists(), reason="shared/testdata not present")
 
 
 def _error_codes(conn, job_id: str) -> Counter[str]:
