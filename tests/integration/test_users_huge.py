@@ -10,7 +10,6 @@ from bulkport.config import Settings
 from tests.conftest import USERS_HUGE, get_job, run_jobs, submit_import
 
 
-
 def _error_codes(conn, job_id: str) -> Counter[str]:
     rows = conn.execute(
         "SELECT e->>'code' FROM import_errors, jsonb_array_elements(errors) e WHERE job_id = %s",
