@@ -143,6 +143,7 @@ def check_url(url: str, settings: Settings | None = None) -> str:
     if settings is not None:
         return resolve_target(url, settings).url
     _parse(url)
+    _parse_as_download(url)
     return url
 
 
@@ -150,14 +151,22 @@ def _parse(url: str) -> tuple[str, int]:
     try:
         parts = urlsplit(url)
         port = parts.port
-        httpx.URL(url)  # what the download will parse (it refuses "[::1]x", "[v1.fe]"...)
-    except (ValueError, httpx.InvalidURL) as exc:
+    except ValueError as exc:
         raise BadRequest(f"file_url is not a valid URL ({exc}); give an absolute http:// or "
                          "https:// URL", file_url=redact(url)) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest("file_url must be an absolute http:// or https:// URL",
                          file_url=redact(url))
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _parse_as_download(url: str) -> None:
+    """Refuse what the download would not parse although urllib does ("[::1]x")."""
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise BadRequest(f"file_url is not a valid URL ({exc}); give an absolute http:// or "
+                         "https:// URL", file_url=redact(url)) from None
 
 
 def resolve_target(url: str, settings: Settings) -> Target:
@@ -176,6 +185,7 @@ def resolve_target(url: str, settings: Settings) -> Target:
                     "private, link-local or otherwise non-public address; bulkport does not "
                     "fetch from those (allow it with BULKPORT_FETCH_ALLOW_LIST or "
                     "BULKPORT_ALLOW_PRIVATE_URLS)", host=host, address=str(ip))
+    _parse_as_download(url)
     return Target(url, host, str(addresses[0]))
 
 
