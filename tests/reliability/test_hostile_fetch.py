@@ -27,7 +27,7 @@ from bulkport.config import Settings
 from bulkport.jobs.status import JobKind
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.jobs.worker import Worker
-from bulkport.pipeline.fetch import UrlNotAllowed, check_url
+from bulkport.pipeline.fetch import UrlNotAllowed, check_url, redact
 from tests.conftest import get_job, run_jobs
 from tests.ops.conftest import AppClient, FileServer
 from tests.ops.conftest import app_client as app_client  # the fixtures, used by name
@@ -224,6 +224,17 @@ def test_allow_list_still_opens_an_embedded_address(tmp_path: Path) -> None:
 # --- credentials in the URL ---------------------------------------------------------------
 
 PASSWORD = "s3cretpw"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://admin:s3cretpw@h:8080/x.csv", "http://***@h:8080/x.csv"),
+    ("https://token@h/x.csv", "https://***@h/x.csv"),
+    ("https://a@b:c@h/x.csv", "https://***@h/x.csv"),  # the last "@" ends the userinfo
+    ("http:/admin:pw@h/x.csv", "http:/***@h/x.csv"),  # malformed, still hidden
+    ("http://h/x.csv?mail=a@b#c@d", "http://h/x.csv?mail=a@b#c@d"),  # no userinfo
+])
+def test_redact_hides_the_userinfo(url: str, shown: str) -> None:
+    assert redact(url) == shown
 
 
 def test_credentials_are_used_but_never_shown(procs: Processes, clean_db: str,

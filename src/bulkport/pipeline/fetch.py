@@ -4,11 +4,10 @@
 * No requests to loopback, private, link-local (cloud metadata at
   169.254.169.254), CGNAT, multicast, reserved or unspecified addresses, nor to
   IPv6 addresses that carry such an IPv4 address (mapped, compatible, NAT64,
-  6to4, Teredo): the host
-  is resolved and **every** address it resolves to is checked before connecting,
-  and the connection goes to the address that was checked (no second DNS lookup
-  that could answer differently). Redirects are followed by hand, at most
-  :data:`MAX_REDIRECTS`, each one checked the same way.
+  6to4, Teredo): the host is resolved and **every** address it resolves to is
+  checked before connecting, and the connection goes to the address that was
+  checked (no second DNS lookup that could answer differently). Redirects are
+  followed by hand, at most :data:`MAX_REDIRECTS`, each one checked the same way.
   ``BULKPORT_ALLOW_PRIVATE_URLS=true`` lifts the address check;
   ``BULKPORT_FETCH_ALLOW_LIST`` lifts it for named hosts or networks only.
 * Proxy environment variables are ignored (the check must apply to the real peer).
