@@ -238,10 +238,10 @@ def test_redact_hides_the_userinfo(url: str, shown: str) -> None:
 
 
 def test_credentials_are_used_but_never_shown(procs: Processes, clean_db: str,
-                                              tmp_path: Path, file_server: FileServer) -> None:
+                                              file_server: FileServer) -> None:
     token = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
-    seen: list[str | None] = []  # Authorization headers received, here and elsewhere
-    seen_elsewhere: list[str | None] = []
+    seen: list[str | None] = []  # Authorization headers the file server received
+    seen_elsewhere: list[str | None] = []  # ...and those the other origin received
 
     def guard(received: list[str | None]) -> Any:
         def send(h: http.server.BaseHTTPRequestHandler) -> None:
