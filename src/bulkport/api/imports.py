@@ -7,6 +7,7 @@ import io
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -128,7 +129,8 @@ async def create_import(
         if _CONTROL.search(body.file_url):
             raise BadRequest("file_url must not contain control characters; percent-encode them")
         url = await run_in_threadpool(check_url, body.file_url, settings)
-        source = {"file_key": None, "file_name": url.rsplit("/", 1)[-1].split("?")[0],
+        # The name comes from the path only: the authority may hold credentials.
+        source = {"file_key": None, "file_name": urlsplit(url).path.rsplit("/", 1)[-1] or None,
                   "file_size_bytes": None, "source_url": url}
         identity = {"file_url": url}
     else:

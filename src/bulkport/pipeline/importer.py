@@ -84,9 +84,20 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
     file_key = job["file_key"]
     if file_key is None:
         # Imported here: httpx costs every worker process ~10 MB it rarely needs.
-        from bulkport.pipeline.fetch import fetch
+        from bulkport.pipeline.fetch import DownloadStopped, fetch
 
-        stored = fetch(job["source_url"], run.storage, settings)
+        try:
+            stored = fetch(job["source_url"], run.storage, settings,
+                           keep_going=lambda: _keep_going(run, book))
+        except DownloadStopped:
+            _log_stopped(run, "during the download")
+            return None
+        # A cancel between the last check and the end of the download: no batch was in
+        # flight, so nothing of the file may be committed.
+        if not _keep_going(run, book):
+            run.storage.delete(stored.key)
+            _log_stopped(run, "after the download")
+            return None
         file_key = stored.key
         STORE.set_import_source(book, job["id"], run.owner, fmt=job["format"], columns=None,
                                 file_key=file_key, file_size_bytes=stored.size)
@@ -114,6 +125,25 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
     if status is not None:
         STORE.finish(book, JobKind.IMPORT, job["id"], run.owner, status)
     return status
+
+
+def _keep_going(run: ImportRun, book: psycopg.Connection[Any]) -> bool:
+    """Whether the job is still this run's to work on.
+
+    A graceful stop hands the job back; a cancelled job or one another worker took
+    over (lost lease) is simply no longer renewable.
+    """
+    if run.should_stop():
+        STORE.release(book, JobKind.IMPORT, run.job["id"], run.owner)
+        run.released = True
+        return False
+    return STORE.renew(book, JobKind.IMPORT, run.job["id"], run.owner,
+                       run.settings.lease_seconds) is not None
+
+
+def _log_stopped(run: ImportRun, when: str) -> None:
+    why = "handed back" if run.released else "cancelled or taken over"
+    log.info("import %s stopped %s: %s", run.job["id"], when, why)
 
 
 def _prepare(records: Iterator[RawRecord], preparer: BatchPreparer, raw: IO[bytes],
