@@ -78,7 +78,7 @@ def settings(tmp_path: Path) -> Settings:
 
 def submit_import(url: str, settings: Settings, path: Path, resource: str, *,
                   mode: str = "insert", dry_run: bool = False, fmt: str | None = None,
-                  batch_size: int | None = None) -> str:
+                  batch_size: int | None = None, wait_for_parents: bool = True) -> str:
     """Create an import job for a local file, as the API would; return its id."""
     storage = LocalStorage(settings.upload_dir)
     with path.open("rb") as f:
@@ -86,7 +86,7 @@ def submit_import(url: str, settings: Settings, path: Path, resource: str, *,
     values = {"resource": resource, "format": fmt, "mode": mode, "dry_run": dry_run,
               "file_key": stored.key, "file_name": path.name, "file_size_bytes": stored.size,
               "source_url": None, "idempotency_key": None, "request_id": None,
-              "fingerprint": fingerprint(sha=stored.sha256)}
+              "wait_for_parents": wait_for_parents, "fingerprint": fingerprint(sha=stored.sha256)}
     with db.connect(url, autocommit=True) as c:
         job, _ = STORE.create(c, JobKind.IMPORT, values)
     return str(job["id"])

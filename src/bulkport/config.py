@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     export_ttl_seconds: int = Field(
         24 * 3600, ge=60, description="How long an export file is kept and downloadable"
     )
+    upload_retention_seconds: int = Field(
+        3600, ge=0, description="How long the file of an ended import is kept; 0 = deleted "
+        "at once"
+    )
     export_streams: int = Field(
         8, ge=1, description="Streaming exports served at once (each holds one connection)"
     )

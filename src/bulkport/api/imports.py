@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from bulkport.api.errors import request_id_var
@@ -55,12 +55,18 @@ MAX_FILE_NAME_CHARS = 255
 
 
 
+WAIT_FOR_PARENTS = ("Start only once the earlier-submitted imports of the resources this one "
+                    "references have ended (load order users, articles, comments); false "
+                    "starts at once")
+
+
 class ImportByUrl(BaseModel):
     resource: str
     file_url: str
     format: str | None = None
     mode: str | None = None
     dry_run: bool = False
+    wait_for_parents: bool = Field(True, description=WAIT_FOR_PARENTS)
 
 
 _UPLOAD_DOC = {
@@ -75,6 +81,8 @@ _UPLOAD_DOC = {
                     "format": {"type": "string", "enum": ["csv", "ndjson", "json"]},
                     "mode": {"type": "string", "enum": ["insert", "upsert"]},
                     "dry_run": {"type": "boolean"},
+                    "wait_for_parents": {"type": "boolean", "default": True,
+                                         "description": WAIT_FOR_PARENTS},
                 },
             }},
             "application/json": {"schema": ImportByUrl.model_json_schema()},
@@ -138,7 +146,7 @@ async def create_import(
     values = {**request_fields, **source,
               "idempotency_key": scoped_idempotency_key(request, idempotency_key),
               "request_id": request_id_var.get(),
-              "fingerprint": fingerprint(**request_fields, **identity)}
+              "fingerprint": fingerprint(**_identity(request_fields), **identity)}
     try:
         job, created = await run_in_threadpool(_create, state, values)
     except Exception:
@@ -152,20 +160,32 @@ async def create_import(
                           headers={"Location": f"/v1/imports/{job['id']}"})
 
 
+def _identity(request_fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the idempotency fingerprint: wait_for_parents only when false, so
+    that keys used before the option existed still match their default requests."""
+    return {k: v for k, v in request_fields.items() if k != "wait_for_parents" or not v}
+
+
+def _flag(params: dict[str, Any], name: str, default: bool) -> bool:
+    value = params.get(name, default)
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false", "1", "0", ""):
+            raise BadRequest(f"{name} must be true or false")
+        return value.lower() in ("true", "1") if value else default
+    return bool(value)
+
+
 def _import_params(params: dict[str, Any]) -> dict[str, Any]:
     resource = params.get("resource")
     if not resource:
         raise BadRequest(f"'resource' is required; use one of: {', '.join(RESOURCES)}",
                          allowed=list(RESOURCES))
     fmt = parse_format(params.get("format"))
-    dry = params.get("dry_run", False)
-    if isinstance(dry, str):
-        if dry.lower() not in ("true", "false", "1", "0", ""):
-            raise BadRequest("dry_run must be true or false")
-        dry = dry.lower() in ("true", "1")
     return {"resource": get_resource(str(resource)).name,
             "format": fmt.value if fmt else None,
-            "mode": parse_mode(params.get("mode")).value, "dry_run": bool(dry)}
+            "mode": parse_mode(params.get("mode")).value,
+            "dry_run": _flag(params, "dry_run", False),
+            "wait_for_parents": _flag(params, "wait_for_parents", True)}
 
 
 def _create(state: AppState, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -176,7 +196,8 @@ def _create(state: AppState, values: dict[str, Any]) -> tuple[dict[str, Any], bo
 def _view(state: AppState, job: dict[str, Any]) -> dict[str, Any]:
     with state.conn() as conn:
         rows = STORE.import_errors(conn, job["id"], after_row=0, limit=FIRST_ERRORS)
-    return import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS])
+        waiting = STORE.waiting_for(conn, [job])
+    return import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS], waiting.get(job["id"]))
 
 
 @router.get("", response_model=ImportJobPage, responses=ERRORS, summary="List import jobs")
@@ -193,7 +214,8 @@ def list_imports(
     with state.conn() as conn:
         jobs = STORE.list_jobs(conn, JobKind.IMPORT, status=status, resource=resource, limit=limit,
                           after=after)
-    data = [import_job_view(j, []) for j in jobs]
+        waiting = STORE.waiting_for(conn, jobs)
+    data = [import_job_view(j, [], waiting.get(j["id"])) for j in jobs]
     nxt = encode_cursor(jobs[-1]["created_at"], jobs[-1]["id"]) if len(jobs) == limit else None
     return JSONResponse({"data": data, "next_cursor": nxt})
 
@@ -203,7 +225,9 @@ def get_import(job_id: JobId, state: State) -> JSONResponse:
     with state.conn() as conn:
         job = STORE.get(conn, JobKind.IMPORT, job_id)
         rows = STORE.import_errors(conn, job_id, after_row=0, limit=FIRST_ERRORS)
-    return JSONResponse(import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS]))
+        waiting = STORE.waiting_for(conn, [job])
+    return JSONResponse(import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS],
+                                        waiting.get(job_id)))
 
 
 @router.post("/{job_id}/cancel", response_model=ImportJob, responses=ERRORS,

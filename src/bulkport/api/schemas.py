@@ -50,6 +50,9 @@ class ImportJob(BaseModel):
     errors_url: str
     failed_batches: int
     failure_reason: str | None
+    waiting_for: list[str] = Field(
+        description="While pending: the ids of the earlier jobs of referenced resources this "
+        "one waits for (load order); empty when it may start")
     request_id: str | None
     created_at: datetime
     started_at: datetime | None
@@ -66,7 +69,8 @@ class ErrorPage(BaseModel):
     next_cursor: str | None
 
 
-def import_job_view(job: dict[str, Any], errors: list[dict[str, Any]]) -> dict[str, Any]:
+def import_job_view(job: dict[str, Any], errors: list[dict[str, Any]],
+                    waiting_for: list[str] | None = None) -> dict[str, Any]:
     status = JobStatus(job["status"])
     now = datetime.now(UTC)
     started = job["started_at"]
@@ -94,7 +98,8 @@ def import_job_view(job: dict[str, Any], errors: list[dict[str, Any]]) -> dict[s
         "eta_seconds": eta, "errors": errors,
         "errors_url": f"/v1/imports/{job['id']}/errors",
         "failed_batches": job["failed_batches"], "failure_reason": job["failure_reason"],
-        "request_id": job["request_id"], "created_at": job["created_at"],
+        "waiting_for": waiting_for or [], "request_id": job["request_id"],
+        "created_at": job["created_at"],
         "started_at": started, "completed_at": job["completed_at"],
     }
 

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from bulkport.errors import Conflict, IdempotencyConflict, LeaseLost, NotFound
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.pipeline.types import Rejected
+from bulkport.resources import get_resource
 from bulkport.resources.base import clip_depth
 from bulkport.sql import QUERIES
 
@@ -66,6 +67,11 @@ class JobStore:
         makes concurrent duplicates create exactly one job.
         """
         params = {"id": new_job_id(), **values}
+        if kind is JobKind.IMPORT:
+            # Load order (SPEC §4): the resources whose earlier jobs this one waits for,
+            # fixed at submit time so that the claim statement needs no resource graph.
+            wait = values.get("wait_for_parents", True)
+            params["waits_for"] = get_resource(values["resource"]).parents if wait else []
         job = _one(conn, f"insert_{kind}_job", params)
         if job is not None:
             return job, True
@@ -118,6 +124,20 @@ class JobStore:
 
     def release(self, conn: Conn, kind: JobKind, job_id: str, owner: str) -> None:
         conn.execute(QUERIES[f"release_{kind}_job"], {"id": job_id, "owner": owner})
+
+    def end_cancelled(self, conn: Conn, kind: JobKind, job_id: str, owner: str) -> None:
+        """Drop the lease of a job cancelled while ``owner`` ran it (its last batch is in)."""
+        conn.execute(QUERIES[f"end_cancelled_{kind}"], {"id": job_id, "owner": owner})
+
+    def waiting_for(self, conn: Conn, jobs: Sequence[Job]) -> dict[str, list[str]]:
+        """For each pending import among ``jobs``, the ids of the earlier jobs it waits for.
+
+        One query for a whole page, and none when no job of it is pending.
+        """
+        ids = [j["id"] for j in jobs if j["status"] == JobStatus.PENDING and j["waits_for"]]
+        if not ids:
+            return {}
+        return {r["id"]: r["waiting_for"] for r in _all(conn, "import_waiting_for", {"ids": ids})}
 
     # --- import progress --------------------------------------------------------------
 
@@ -173,14 +193,22 @@ class JobStore:
             "failure_reason": failure_reason, **extra,
         })
 
-    # --- export files ---------------------------------------------------------------
+    # --- stored files past their time (jobs/sweep.py) ---------------------------------
 
-    def expired_exports(self, conn: Conn, limit: int = MAX_PAGE) -> list[Job]:
-        """``{id, file_key}`` of exports whose file outlived ``expires_at``."""
-        return _all(conn, "list_expired_exports", {"limit": limit})
+    def expired_files(self, conn: Conn, kind: JobKind, *, retention_seconds: float = 0,
+                      limit: int = MAX_PAGE) -> list[Job]:
+        """``{id, file_key}`` of jobs whose file may go, locked until the transaction ends.
 
-    def forget_export_file(self, conn: Conn, job_id: str, file_key: str) -> None:
-        conn.execute(QUERIES["forget_export_file"], {"id": job_id, "file_key": file_key})
+        Exports: the file outlived ``expires_at``. Imports: the upload (or download)
+        of a job that ended more than ``retention_seconds`` ago.
+        """
+        name = "list_expired_uploads" if kind is JobKind.IMPORT else "list_expired_exports"
+        return _all(conn, name, {"limit": limit, "retention_seconds": retention_seconds})
+
+    def forget_file(self, conn: Conn, kind: JobKind, job_id: str, file_key: str) -> None:
+        """Record that the job's file was deleted."""
+        name = "forget_upload_file" if kind is JobKind.IMPORT else "forget_export_file"
+        conn.execute(QUERIES[name], {"id": job_id, "file_key": file_key})
 
     def import_errors(self, conn: Conn, job_id: str, *, after_row: int,
                       limit: int) -> list[Job]:

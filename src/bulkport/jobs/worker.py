@@ -27,6 +27,7 @@ from bulkport.errors import LeaseLost, Retryable
 from bulkport.jobs.report import job_log_context, report_finished
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, Job
+from bulkport.jobs.sweep import Sweeper
 from bulkport.pipeline.export_job import ExportRun, run_export
 from bulkport.pipeline.importer import ImportRun, run_import
 from bulkport.storage import LocalStorage, export_storage
@@ -90,13 +91,15 @@ class Worker:
     """Runs one job at a time until asked to stop."""
 
     def __init__(self, settings: Settings, url: str, name: str | None = None,
-                 stopping: threading.Event | None = None, busy: Busy | None = None) -> None:
+                 stopping: threading.Event | None = None, busy: Busy | None = None,
+                 sweeper: Sweeper | None = None) -> None:
         self.settings = settings
         self.url = url
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.upload_storage = LocalStorage(settings.upload_dir)
         self.stopping = stopping or threading.Event()
         self.busy = busy or Busy()
+        self.sweeper = sweeper or Sweeper(settings)
         self._turn = 0
 
     def connect(self) -> psycopg.Connection[Any]:
@@ -120,6 +123,7 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue was empty."""
+        self.sweeper.maybe_sweep(self.connect)
         if self.busy.count and self.stopping.wait(self.settings.poll_interval_seconds):
             return False
         # Take turns at which kind is looked at first, so queued imports never starve
@@ -132,6 +136,7 @@ class Worker:
             if job is not None:
                 with job_log_context(kind, job), self.busy.running():
                     self._run(kind, runner, job)
+                self.sweeper.request()  # the job's file may be due at once
                 return True
         return False
 
@@ -154,12 +159,19 @@ class Worker:
                 log.exception("%s job %s crashed", kind, job_id)
                 self._fail(kind, job_id, f"internal error: {type(exc).__name__}: {exc}")
                 return
+        if status is None:  # handed back, or cancelled while it ran
+            # Its last batch is in: the jobs waiting for a cancelled job may start.
+            self._end_cancelled(kind, job_id)
         log.info("%s job %s ended: %s", kind, job_id, status or "handed back")
         self._report(kind, job_id)
 
     def _report(self, kind: JobKind, job_id: str) -> None:
         with contextlib.suppress(psycopg.Error), self.connect() as conn:
             report_finished(kind, STORE.get(conn, kind, job_id))
+
+    def _end_cancelled(self, kind: JobKind, job_id: str) -> None:
+        with contextlib.suppress(psycopg.Error), self.connect() as conn:
+            STORE.end_cancelled(conn, kind, job_id, self.name)
 
     def _release(self, kind: JobKind, job_id: str) -> None:
         with contextlib.suppress(psycopg.Error), self.connect() as conn:
@@ -218,7 +230,9 @@ def worker_process_main(url: str, threads: int = 1) -> None:
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     stopping = threading.Event()
     busy = Busy()
-    workers = [Worker(settings, url, stopping=stopping, busy=busy) for _ in range(threads)]
+    sweeper = Sweeper(settings)  # one per process: its workers take turns sweeping
+    workers = [Worker(settings, url, stopping=stopping, busy=busy, sweeper=sweeper)
+               for _ in range(threads)]
 
     def stop(signum: int, frame: Any) -> None:
         stopping.set()

@@ -7,7 +7,7 @@ cancelled export leaves no partial file. A job cancelled while it runs stops
 within about a second (its status is polled between chunks); a worker asked to
 stop hands the job back, and the next worker starts it over.
 
-Each run also deletes the files of exports that have expired.
+Expired export files are deleted by the workers' sweep (``bulkport.jobs.sweep``).
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ def run_export(run: ExportRun) -> JobStatus | None:
     """Run the job to a terminal state; ``None`` when it was cancelled or handed back."""
     job = run.job
     with run.connect() as book:
-        sweep_expired(book, run.storage)
         try:
             spec = parse_spec(job["resource"], job["format"], job["fields"], job["filters"] or {})
         except BadRequest as exc:  # stored by an older version with other rules
@@ -105,17 +104,3 @@ def _finish(run: ExportRun, conn: psycopg.Connection[Any], status: JobStatus, *,
                         file_key=file_key, file_size_bytes=file_size_bytes,
                         expires_at=expires_at)
     return status if done is not None else None
-
-
-def sweep_expired(conn: psycopg.Connection[Any], storage: ExportStorage) -> int:
-    """Delete the files of expired exports; return how many went."""
-    gone = 0
-    for row in STORE.expired_exports(conn):
-        try:
-            storage.delete(row["file_key"])
-        except StorageError as exc:
-            log.warning("could not delete expired export file %s: %s", row["file_key"], exc)
-            continue
-        STORE.forget_export_file(conn, row["id"], row["file_key"])
-        gone += 1
-    return gone

@@ -141,6 +141,11 @@ class Resource:
     def references(self) -> list[Field]:
         return [f for f in self.fields if f.references]
 
+    @property
+    def parents(self) -> list[str]:
+        """The resources this one references, each once: their rows load first."""
+        return sorted({f.references for f in self.fields if f.references})
+
 
 def clip_depth(value: Any, depth: int = KEPT_JSON_DEPTH) -> Any:
     """``value`` as orjson can write it: lists/objects deeper than ``depth`` become ``"…"``.

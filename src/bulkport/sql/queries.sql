@@ -4,9 +4,10 @@
 
 -- name: insert_import_job
 INSERT INTO import_jobs (id, idempotency_key, fingerprint, request_id, resource, format, mode,
-                         dry_run, source_url, file_key, file_name, file_size_bytes)
+                         dry_run, source_url, file_key, file_name, file_size_bytes, waits_for)
 VALUES (%(id)s, %(idempotency_key)s, %(fingerprint)s, %(request_id)s, %(resource)s, %(format)s,
-        %(mode)s, %(dry_run)s, %(source_url)s, %(file_key)s, %(file_name)s, %(file_size_bytes)s)
+        %(mode)s, %(dry_run)s, %(source_url)s, %(file_key)s, %(file_name)s, %(file_size_bytes)s,
+        %(waits_for)s)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING *;
 
@@ -32,14 +33,21 @@ WHERE id = %(id)s AND status IN ('pending', 'processing')
 RETURNING *;
 
 -- name: claim_import_job
--- A pending job, or a processing one whose worker stopped renewing its lease.
+-- A pending job that waits for no earlier job of a resource it references (load
+-- order, SPEC §4: the blockers are defined by the view import_job_blockers), or a
+-- processing one whose worker stopped renewing its lease (it had started, so it
+-- waited already). A waiting job is skipped, never blocks the jobs behind it.
 UPDATE import_jobs
 SET status = 'processing', owner = %(owner)s, attempts = attempts + 1,
     lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = (
-    SELECT id FROM import_jobs
-    WHERE status = 'pending' OR (status = 'processing' AND lease_expires_at < now())
+    SELECT id FROM import_jobs j
+    WHERE (status = 'pending'
+           AND NOT EXISTS (SELECT 1 FROM import_job_blockers b
+                           WHERE b.resource = ANY (j.waits_for)
+                             AND b.created_at < j.created_at))
+       OR (status = 'processing' AND lease_expires_at < now())
     ORDER BY created_at
     FOR UPDATE SKIP LOCKED
     LIMIT 1
@@ -98,6 +106,21 @@ RETURNING *;
 UPDATE import_jobs
 SET status = 'pending', owner = NULL, lease_expires_at = NULL, updated_at = now()
 WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing';
+
+-- name: end_cancelled_import
+-- The worker of a job cancelled while it ran committed its last batch: the job
+-- no longer holds back the jobs waiting for it, and its file may go.
+UPDATE import_jobs SET lease_expires_at = NULL
+WHERE id = %(id)s AND owner = %(owner)s AND status = 'cancelled';
+
+-- name: import_waiting_for
+-- For the pending jobs among %(ids)s, the earlier jobs each one waits for (the
+-- status document's waiting_for), oldest first.
+SELECT j.id, array_agg(b.id ORDER BY b.created_at, b.id) AS waiting_for
+FROM import_jobs j
+JOIN import_job_blockers b ON b.resource = ANY (j.waits_for) AND b.created_at < j.created_at
+WHERE j.id = ANY (%(ids)s) AND j.status = 'pending'
+GROUP BY j.id;
 
 -- name: list_import_errors
 SELECT row, record, errors FROM import_errors
@@ -163,20 +186,43 @@ SET status = %(status)s::job_status, record_count = %(record_count)s, file_key =
 WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing'
 RETURNING *;
 
+-- name: end_cancelled_export
+UPDATE export_jobs SET lease_expires_at = NULL
+WHERE id = %(id)s AND owner = %(owner)s AND status = 'cancelled';
+
 -- name: release_export_job
 UPDATE export_jobs
 SET status = 'pending', owner = NULL, lease_expires_at = NULL, updated_at = now()
 WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing';
 
 -- name: list_expired_exports
--- Export files past their expiry, still stored: the sweeper deletes them.
+-- Export files past their expiry, still stored: the sweeper deletes them. Locked,
+-- so that two instances sweeping at once never take the same rows.
 SELECT id, file_key FROM export_jobs
 WHERE expires_at < now() AND file_key IS NOT NULL
 ORDER BY expires_at
-LIMIT %(limit)s;
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
 
 -- name: forget_export_file
 UPDATE export_jobs SET file_key = NULL, updated_at = now()
+WHERE id = %(id)s AND file_key = %(file_key)s;
+
+-- name: list_expired_uploads
+-- Files of ended imports kept longer than the retention: the sweeper deletes them.
+-- Locked, so that two instances sweeping at once never take the same rows. A job
+-- cancelled with its last batch in flight still holds a lease: its file stays.
+SELECT id, file_key FROM import_jobs
+WHERE file_key IS NOT NULL AND file_deleted_at IS NULL
+  AND status IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
+  AND completed_at <= now() - make_interval(secs => %(retention_seconds)s)
+  AND (lease_expires_at IS NULL OR lease_expires_at < now())
+ORDER BY completed_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: forget_upload_file
+UPDATE import_jobs SET file_deleted_at = now(), updated_at = now()
 WHERE id = %(id)s AND file_key = %(file_key)s;
 
 -- name: health_check
