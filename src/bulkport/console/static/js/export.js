@@ -31,8 +31,8 @@ export function exportPage(root, params) {
     }));
     filterBox.replaceChildren(...res.filters.map((f) => {
       const label = document.createElement("label");
-      const suffix = f.op === ">=" ? " from" : f.op === "<=" ? " to" : "";
-      const name = f.op === "contains" ? `${f.param} (has tag)` : `${f.field}${suffix}`;
+      const suffix = { ">=": " from", "<=": " to", in: " is" }[f.op] || "";
+      const name = f.op === "contains" ? "has tag" : `${f.field}${suffix}`;
       label.append(`${name} `);
       let input;
       if (f.choices) {

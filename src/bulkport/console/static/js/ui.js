@@ -53,12 +53,14 @@ export function setBadge(badge, status) {
 
 /** A <dl> of label → value pairs, rebuilt in place. */
 export function counters(dl, pairs) {
-  dl.replaceChildren(...pairs.flatMap(([k, v]) => {
+  dl.replaceChildren(...pairs.map(([k, v]) => {
+    const pair = document.createElement("div");
     const dt = document.createElement("dt");
     const dd = document.createElement("dd");
     dt.textContent = k;
     dd.textContent = v;
-    return [dt, dd];
+    pair.append(dt, dd);
+    return pair;
   }));
 }
 
