@@ -127,11 +127,14 @@ function errorTable(root, id, codeSelect) {
   const next = $(root, "[data-next]");
   let cursors = [null];
   let nextCursor = null;
+  let latest = 0;
 
   async function load() {
     const cursor = cursors[cursors.length - 1];
+    const seq = ++latest;
     const page = await api(`/v1/imports/${id}/errors${query({
       limit: ERROR_PAGE, code: codeSelect.value, cursor })}`);
+    if (seq !== latest) return; // a newer page (other code or cursor) was asked for meanwhile
     body.replaceChildren(...page.data.map((e) => {
       const tr = document.createElement("tr");
       const value = e.value === null || e.value === undefined ? "" :
