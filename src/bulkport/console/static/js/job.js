@@ -65,7 +65,9 @@ export function importJobPage(root, id) {
     const cancel = $(root, "[data-cancel]");
     cancel.hidden = !active;
     for (const b of root.querySelectorAll("[data-download]")) b.hidden = job.error_records === 0;
-    $(root, "[data-reimport]").href = `#/import${query({ resource: job.resource, mode: job.mode })}`;
+    const reimport = $(root, "[data-reimport]");
+    reimport.href = `#/import${query({ resource: job.resource, mode: job.mode })}`;
+    reimport.hidden = job.error_records === 0 && job.status !== "failed";
     // Instantaneous rate between two polls (the status's rows_per_sec is the average).
     const now = performance.now() / 1000;
     if (active && job.status === "processing") {

@@ -69,12 +69,16 @@ export function showError(el, err) {
   el.textContent = err ? err.message || String(err) : "";
 }
 
-/** Call fn now and every POLL_MS until it returns false or stop() is called. */
+/**
+ * Call fn now and POLL_MS after each answer, until it returns false or stop() is called.
+ * A hidden tab (another tab in front, a minimised window) asks nothing until shown again.
+ */
 export function poll(fn) {
   let timer = null;
   let stopped = false;
   const tick = async () => {
     let again = true;
+    if (document.hidden) { timer = setTimeout(tick, POLL_MS); return; }
     try { again = (await fn()) !== false; } catch { again = true; }
     if (!stopped && again) timer = setTimeout(tick, POLL_MS);
   };
