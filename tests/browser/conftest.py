@@ -23,19 +23,24 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route
 CHROMIUM = Path("/usr/bin/chromium")
 #: Longest wait for something to appear on a page (ms); generous for a loaded machine.
 WAIT_MS = 60_000
-#: Records the values every progress bar takes, by its aria-label (the test reads them).
+#: Records the values every progress bar takes, by its aria-label, and the texts of the
+#: upload's status line (the tests read them after the page has moved on).
 BAR_RECORDER = """
 window.__bars = {};
+window.__uploadTexts = [];
 new MutationObserver((records) => {
   for (const r of records) {
     const el = r.target;
-    if (el.getAttribute && el.getAttribute("role") === "progressbar") {
+    if (r.type === "childList" && el.matches && el.matches("[data-upload-text]")) {
+      window.__uploadTexts.push(el.textContent);
+    } else if (el.getAttribute && el.getAttribute("role") === "progressbar") {
       const label = el.getAttribute("aria-label") || "";
       (window.__bars[label] = window.__bars[label] || []).push(
         Number(el.getAttribute("aria-valuenow")));
     }
   }
-}).observe(document, {subtree: true, attributes: true, attributeFilter: ["aria-valuenow"]});
+}).observe(document, {subtree: true, childList: true, attributes: true,
+                     attributeFilter: ["aria-valuenow"]});
 """
 
 

@@ -134,6 +134,8 @@ function errorTable(root, id, codeSelect) {
   async function load() {
     const cursor = cursors[cursors.length - 1];
     const seq = ++latest;
+    next.disabled = true; // until this page is in: a second click must not reuse its cursor
+    prev.disabled = true;
     const page = await api(`/v1/imports/${id}/errors${query({
       limit: ERROR_PAGE, code: codeSelect.value, cursor })}`);
     if (seq !== latest) return; // a newer page (other code or cursor) was asked for meanwhile
