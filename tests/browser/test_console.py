@@ -188,7 +188,7 @@ def test_export_two_fields_one_filter(console: Console, srv: ServerProcess, empt
 
 def test_cancel_a_running_job(console: Console, srv: ServerProcess, empty: str,
                               tmp_path: Path) -> None:
-    generate(GenConfig(out_dir=tmp_path / "gen", seed=7, users=100_000, articles=0, comments=0,
+    generate(GenConfig(out_dir=tmp_path / "gen", seed=7, users=200_000, articles=0, comments=0,
                        mix=build_mix(0)))
     with srv.client() as c, (tmp_path / "gen" / "users.csv").open("rb") as f:
         r = c.post("/v1/imports", data={"resource": "users"},
@@ -215,7 +215,7 @@ def test_cancel_a_running_job(console: Console, srv: ServerProcess, empty: str,
     expect(page.get_by_role("button", name="Cancel")).to_be_hidden()
     job = srv.wait_job(job_id)
     assert job["status"] == "cancelled"
-    assert job["processed_records"] < 100_000
+    assert job["processed_records"] < 200_000
 
 
 def test_docs_render_offline(console: Console) -> None:
