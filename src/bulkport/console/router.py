@@ -8,12 +8,11 @@ console and ``/docs`` work with no network at all.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -30,11 +29,10 @@ STATIC_URL = "/console/static"
 SWAGGER_UI = f"{STATIC_URL}/vendor/swagger-ui-dist-5.35.0"
 #: Where the page gets its data; replaced by a JSON script element.
 META_MARK = "<!--bulkport-meta-->"
-#: The page is tiny and must pick up a new release at once; the assets it names
-#: carry the version in their query string, so they may be cached.
+#: The page is tiny and must pick up a new release at once. Its stylesheet and entry
+#: script carry the version in their URL; the other files are revalidated by their
+#: ETag / Last-Modified (StaticFiles).
 NO_CACHE = {"Cache-Control": "no-cache"}
-
-router = APIRouter(include_in_schema=False)
 
 
 def console_meta() -> dict[str, Any]:
@@ -59,8 +57,8 @@ def console_meta() -> dict[str, Any]:
             "modes": ["insert", "upsert"]}
 
 
-@functools.cache
-def _page() -> str:
+def render_page() -> str:
+    """The console's HTML with its metadata (built once per app: roles come from settings)."""
     meta = orjson.dumps(console_meta()).decode().replace("</", "<\\/")
     html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     html = html.replace("{{version}}", __version__)
@@ -68,14 +66,14 @@ def _page() -> str:
                                    f"{meta}</script>")
 
 
-@router.get("/", response_class=HTMLResponse)
-def console_page() -> HTMLResponse:
-    return HTMLResponse(_page(), headers=NO_CACHE)
-
-
 def install(app: FastAPI) -> None:
     """Add the console (``/``, ``/console/static``) and Swagger UI (``/docs``) to ``app``."""
     openapi_url = app.openapi_url or "/openapi.json"
+    page = render_page()
+
+    @app.get("/", include_in_schema=False)
+    def console_page() -> HTMLResponse:
+        return HTMLResponse(page, headers=NO_CACHE)
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
@@ -87,5 +85,4 @@ def install(app: FastAPI) -> None:
             # No online validator badge: it would call validator.swagger.io.
             swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": False})
 
-    app.include_router(router)
     app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="console-static")
