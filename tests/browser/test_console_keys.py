@@ -85,3 +85,19 @@ def test_console_asks_for_a_key_and_uses_it(browser: Browser, srv: ServerProcess
     for console in open_console(browser, srv.base, tmp_path):
         page = console.open("#/jobs")
         expect(page.locator("#key-panel")).to_be_visible()
+
+
+def test_rate_limited_console_says_so(browser: Browser, pg_url: str, tmp_path: Path) -> None:
+    # Two requests a minute, one saved up: the jobs page's second update is refused.
+    limited = ServerProcess(pg_url, tmp_path / "data",
+                            env={"BULKPORT_RATE_LIMIT_PER_MINUTE": "2",
+                                 "BULKPORT_RATE_LIMIT_BURST": "1"}).start()
+    try:
+        for console in open_console(browser, limited.base, tmp_path):
+            page = console.open("#/jobs")
+            notice = page.locator("#notice")
+            expect(notice).to_be_visible()
+            expect(notice).to_contain_text("Too many requests (429 rate limited). Retry in")
+            expect(page.locator("#key-panel")).to_be_hidden()
+    finally:
+        limited.stop()
