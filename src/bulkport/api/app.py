@@ -18,6 +18,7 @@ from bulkport.api.responses import JSONResponse
 from bulkport.api.security import ApiKeyMiddleware, document_security
 from bulkport.api.state import AppState
 from bulkport.config import Settings, get_settings
+from bulkport.console import router as console
 from bulkport.storage import LocalStorage
 
 DESCRIPTION = """Bulk import and export of users, articles and comments.
@@ -49,8 +50,10 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
         finally:
             pool.close()
 
+    # Swagger UI is served by the console from vendored files (no CDN); ReDoc is not offered.
     app = FastAPI(title="bulkport", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, default_response_class=JSONResponse)
+                  lifespan=lifespan, default_response_class=JSONResponse,
+                  docs_url=None, redoc_url=None)
     # Outermost last: request id → observe → rate limit → API key → body limit → routes.
     app.add_middleware(BodyLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(ApiKeyMiddleware, settings=settings)
@@ -63,4 +66,5 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
     document_security(app)
     app.include_router(imports.router)
     app.include_router(exports.router)
+    console.install(app)
     return app

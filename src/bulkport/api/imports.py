@@ -247,20 +247,25 @@ def import_errors(
     format: Annotated[str, Query(pattern="^(json|ndjson|csv)$")] = "json",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
+    code: Annotated[str | None, Query(
+        max_length=64, pattern="^[a-z0-9_]+$",
+        description="Only errors of this code (e.g. invalid_email_format); with csv/ndjson, "
+                    "only the records having it")] = None,
 ) -> Any:
     with state.conn() as conn:
         job = STORE.get(conn, JobKind.IMPORT, job_id)
     if format == "json":
-        return JSONResponse(_error_page(state, job_id, limit, cursor))
+        return JSONResponse(_error_page(state, job_id, limit, cursor, code))
     name = f"import-{job_id}-errors.{format}"
-    body = _ndjson_rejects(state, job_id) if format == "ndjson" else _csv_rejects(state, job)
+    body = (_ndjson_rejects(state, job_id, code) if format == "ndjson"
+            else _csv_rejects(state, job, code))
     media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"
     return StreamingResponse(body, media_type=media,
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-def _error_page(state: AppState, job_id: str, limit: int, cursor: str | None
-                ) -> dict[str, Any]:
+def _error_page(state: AppState, job_id: str, limit: int, cursor: str | None,
+                code: str | None = None) -> dict[str, Any]:
     """``limit`` error entries; the cursor is the (row, index) of the next entry.
 
     A record with several problems may straddle two pages, so that ``limit`` always
@@ -272,9 +277,9 @@ def _error_page(state: AppState, job_id: str, limit: int, cursor: str | None
     # Every stored record has at least one entry: limit + 1 records always hold the
     # limit + 1 entries needed to know whether another page exists.
     with state.conn() as conn:
-        rows = STORE.import_errors(conn, job_id, after_row=row - 1, limit=limit + 1)
+        rows = STORE.import_errors(conn, job_id, after_row=row - 1, limit=limit + 1, code=code)
     entries = [(r["row"], i, e) for r in rows for i, e in enumerate(r["errors"])
-               if r["row"] != row or i >= skip]
+               if (r["row"] != row or i >= skip) and (code is None or e["code"] == code)]
     nxt = encode_cursor(entries[limit][0], entries[limit][1]) if len(entries) > limit else None
     return {"data": [{"row": r, **e} for r, _, e in entries[:limit]], "next_cursor": nxt}
 
@@ -283,28 +288,29 @@ def _error_page(state: AppState, job_id: str, limit: int, cursor: str | None
 DOWNLOAD_PAGE = 1000
 
 
-def _rejects(state: AppState, job_id: str) -> Iterator[dict[str, Any]]:
+def _rejects(state: AppState, job_id: str, code: str | None) -> Iterator[dict[str, Any]]:
     after = 0
     while True:
         with state.conn() as conn:
-            rows = STORE.import_errors(conn, job_id, after_row=after, limit=DOWNLOAD_PAGE)
+            rows = STORE.import_errors(conn, job_id, after_row=after, limit=DOWNLOAD_PAGE,
+                                       code=code)
         yield from rows
         if len(rows) < DOWNLOAD_PAGE:
             return
         after = rows[-1]["row"]
 
 
-def _ndjson_rejects(state: AppState, job_id: str) -> Iterator[bytes]:
-    for r in _rejects(state, job_id):
+def _ndjson_rejects(state: AppState, job_id: str, code: str | None) -> Iterator[bytes]:
+    for r in _rejects(state, job_id, code):
         yield orjson.dumps({"row": r["row"], "record": r["record"], "errors": r["errors"]}) + b"\n"
 
 
-def _csv_rejects(state: AppState, job: dict[str, Any]) -> Iterator[bytes]:
+def _csv_rejects(state: AppState, job: dict[str, Any], code: str | None) -> Iterator[bytes]:
     columns: list[str] = job["columns"] or get_resource(job["resource"]).column_names
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow([*columns, "_row", "_errors"])
-    for r in _rejects(state, job["id"]):
+    for r in _rejects(state, job["id"], code):
         record = r["record"] or {}
         raw = record.get("_raw") if isinstance(record, dict) else None
         if isinstance(raw, list):

@@ -211,9 +211,13 @@ class JobStore:
         conn.execute(QUERIES[name], {"id": job_id, "file_key": file_key})
 
     def import_errors(self, conn: Conn, job_id: str, *, after_row: int,
-                      limit: int) -> list[Job]:
-        return _all(conn, "list_import_errors",
-                    {"id": job_id, "after_row": after_row, "limit": limit})
+                      limit: int, code: str | None = None) -> list[Job]:
+        """Rejected records after ``after_row``; with ``code``, only those having that code."""
+        params: dict[str, Any] = {"id": job_id, "after_row": after_row, "limit": limit}
+        if code is None:
+            return _all(conn, "list_import_errors", params)
+        params["code"] = orjson.dumps([{"code": code}]).decode()
+        return _all(conn, "list_import_errors_with_code", params)
 
 
 def _json_text(value: Any) -> str | None:

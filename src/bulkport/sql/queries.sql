@@ -128,6 +128,14 @@ WHERE job_id = %(id)s AND row > %(after_row)s
 ORDER BY row
 LIMIT %(limit)s;
 
+-- name: list_import_errors_with_code
+-- The rejected records with at least one error of a code: %(code)s is a jsonb
+-- array like [{"code": "invalid_role"}], matched by containment.
+SELECT row, record, errors FROM import_errors
+WHERE job_id = %(id)s AND row > %(after_row)s AND errors @> %(code)s::jsonb
+ORDER BY row
+LIMIT %(limit)s;
+
 -- name: insert_export_job
 INSERT INTO export_jobs (id, idempotency_key, fingerprint, request_id, resource, format,
                          fields, filters)
