@@ -73,7 +73,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 _NOT_FILTERS = ("resource", "format", "fields")
 
 
-def get_exports(request: Request) -> ExportState:
+async def get_exports(request: Request) -> ExportState:  # async: no thread hand-off
     exports: ExportState = request.app.state.exports
     return exports
 
@@ -218,9 +218,11 @@ def _list(state: AppState, exports: ExportState, params: dict[str, str]) -> JSON
 
 
 @router.get("/{job_id}", response_model=ExportJob, responses=ERRORS, summary="Export status")
-def get_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
-    with state.conn() as conn:
-        job = STORE.get(conn, JobKind.EXPORT, job_id)
+async def get_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
+    async with state.read_conn() as conn:  # polled: on the event loop (api/pools.py)
+        job = await STORE.get_async(conn, JobKind.EXPORT, job_id)
+    if exports.storage.remote:  # presigning may fetch credentials: not on the event loop
+        return JSONResponse(await run_in_threadpool(export_job_view, job, exports))
     return JSONResponse(export_job_view(job, exports))
 
 

@@ -178,7 +178,7 @@ def _view(state: AppState, job: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("", response_model=ImportJobPage, responses=ERRORS, summary="List import jobs")
-def list_imports(
+async def list_imports(
     state: State,
     status: JobStatus | None = None,
     resource: str | None = None,
@@ -188,20 +188,19 @@ def list_imports(
     if resource is not None:
         get_resource(resource)
     after = list_cursor(cursor) if cursor else None
-    with state.conn() as conn:
-        jobs = STORE.list_jobs(conn, JobKind.IMPORT, status=status, resource=resource, limit=limit,
-                          after=after)
+    async with state.read_conn() as conn:  # polled: on the event loop (api/pools.py)
+        jobs = await STORE.list_jobs_async(conn, JobKind.IMPORT, status=status,
+                                           resource=resource, limit=limit, after=after)
     data = [import_job_view(j, []) for j in jobs]
     nxt = encode_cursor(jobs[-1]["created_at"], jobs[-1]["id"]) if len(jobs) == limit else None
     return JSONResponse({"data": data, "next_cursor": nxt})
 
 
 @router.get("/{job_id}", response_model=ImportJob, responses=ERRORS, summary="Import status")
-def get_import(job_id: JobId, state: State) -> JSONResponse:
-    with state.conn() as conn:
-        job = STORE.get(conn, JobKind.IMPORT, job_id)
-        rows = STORE.import_errors(conn, job_id, after_row=0, limit=FIRST_ERRORS)
-    return JSONResponse(import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS]))
+async def get_import(job_id: JobId, state: State) -> JSONResponse:
+    async with state.read_conn() as conn:  # polled: on the event loop, one query (api/pools.py)
+        job = await STORE.import_status(conn, job_id, first_errors=FIRST_ERRORS)
+    return JSONResponse(import_job_view(job, flatten_errors(job["first_errors"])[:FIRST_ERRORS]))
 
 
 @router.post("/{job_id}/cancel", response_model=ImportJob, responses=ERRORS,
