@@ -1,12 +1,13 @@
 """The reads clients poll cost one round trip to PostgreSQL, and never a dead connection.
 
 ``GET /v1/imports/{id}`` used to take three round trips, each one a wait for
-PostgreSQL on a shared machine: the pool's probe of the connection at checkout,
+PostgreSQL on a busy machine: the pool's probe of the connection at checkout,
 the job, then its first errors (bench/README.md, "Status reads"). Now the pool
 probes only a connection that may be dead, and the job comes with its first
-errors in one query. The round trips are counted with libpq's own protocol
-trace (``PQtrace``) of every connection of the app's pools: a count that does
-not depend on timing, so the test cannot flake on a busy machine.
+errors in one query; the import list and export status lose the probe too.
+The round trips are counted with libpq's own protocol trace (``PQtrace``) of
+every connection of the app's pools: a count that does not depend on timing,
+so the test cannot flake on a busy machine.
 
 Probing only a suspect connection must not hand out one that PostgreSQL
 closed: the second test terminates every pooled backend and reads again.

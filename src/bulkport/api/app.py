@@ -12,7 +12,7 @@ from bulkport.api import exports, health, imports, metrics
 from bulkport.api.bodylimit import BodyLimitMiddleware
 from bulkport.api.errors import RequestIdMiddleware, install_error_handlers
 from bulkport.api.observe import ObserveMiddleware
-from bulkport.api.pools import open_pool, open_read_pool
+from bulkport.api.pools import open_pool
 from bulkport.api.ratelimit import RateLimitMiddleware
 from bulkport.api.responses import JSONResponse
 from bulkport.api.security import ApiKeyMiddleware, document_security
@@ -35,14 +35,11 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
         db_url = url or db.database_url(settings)
         db.migrate(db_url)
         pool = open_pool(db_url, settings)
-        read_pool = await open_read_pool(db_url, settings)
         app.state.bulkport = AppState(settings=settings, url=db_url, pool=pool,
-                                      read_pool=read_pool,
                                       uploads=LocalStorage(settings.upload_dir))
         try:
             yield
         finally:
-            await read_pool.close()
             pool.close()
 
     app = FastAPI(title="bulkport", version=__version__, description=DESCRIPTION,

@@ -218,11 +218,9 @@ def _list(state: AppState, exports: ExportState, params: dict[str, str]) -> JSON
 
 
 @router.get("/{job_id}", response_model=ExportJob, responses=ERRORS, summary="Export status")
-async def get_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
-    async with state.read_conn() as conn:  # polled: on the event loop (api/pools.py)
-        job = await STORE.get_async(conn, JobKind.EXPORT, job_id)
-    if exports.storage.remote:  # presigning may fetch credentials: not on the event loop
-        return JSONResponse(await run_in_threadpool(export_job_view, job, exports))
+def get_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
+    with state.conn() as conn:
+        job = STORE.get(conn, JobKind.EXPORT, job_id)
     return JSONResponse(export_job_view(job, exports))
 
 

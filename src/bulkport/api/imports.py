@@ -178,7 +178,7 @@ def _view(state: AppState, job: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("", response_model=ImportJobPage, responses=ERRORS, summary="List import jobs")
-async def list_imports(
+def list_imports(
     state: State,
     status: JobStatus | None = None,
     resource: str | None = None,
@@ -188,18 +188,18 @@ async def list_imports(
     if resource is not None:
         get_resource(resource)
     after = list_cursor(cursor) if cursor else None
-    async with state.read_conn() as conn:  # polled: on the event loop (api/pools.py)
-        jobs = await STORE.list_jobs_async(conn, JobKind.IMPORT, status=status,
-                                           resource=resource, limit=limit, after=after)
+    with state.conn() as conn:
+        jobs = STORE.list_jobs(conn, JobKind.IMPORT, status=status, resource=resource, limit=limit,
+                          after=after)
     data = [import_job_view(j, []) for j in jobs]
     nxt = encode_cursor(jobs[-1]["created_at"], jobs[-1]["id"]) if len(jobs) == limit else None
     return JSONResponse({"data": data, "next_cursor": nxt})
 
 
 @router.get("/{job_id}", response_model=ImportJob, responses=ERRORS, summary="Import status")
-async def get_import(job_id: JobId, state: State) -> JSONResponse:
-    async with state.read_conn() as conn:  # polled: on the event loop, one query (api/pools.py)
-        job = await STORE.import_status(conn, job_id, first_errors=FIRST_ERRORS)
+def get_import(job_id: JobId, state: State) -> JSONResponse:
+    with state.conn() as conn:  # one query: the job and its first errors
+        job = STORE.import_status(conn, job_id, first_errors=FIRST_ERRORS)
     return JSONResponse(import_job_view(job, flatten_errors(job["first_errors"])[:FIRST_ERRORS]))
 
 

@@ -3,8 +3,7 @@
 Besides the metrics of :mod:`bulkport.metrics` (shared by the API and its worker
 processes), a scrape reads:
 
-* the API's connection pools (``pool="api"``, and ``"api-read"`` for the polled
-  reads) — ``bulkport_db_pool_connections{state=in_use|idle}``,
+* the API's connection pool — ``bulkport_db_pool_connections{state=in_use|idle}``,
   ``bulkport_db_pool_max_connections``, ``bulkport_db_pool_requests_waiting``;
 * the job queue in PostgreSQL — ``bulkport_queue_jobs{type,resource,status}`` for
   pending/processing jobs, ``bulkport_queue_oldest_pending_seconds``,
@@ -28,7 +27,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
-from psycopg_pool.base import BasePool
 from starlette.responses import Response
 
 from bulkport import metrics
@@ -45,28 +43,31 @@ QUEUE_CONNECT_TIMEOUT_SECONDS = 1.0
 
 
 class PoolCollector:
-    """Connection usage of psycopg pools, by pool name (one family per metric)."""
+    """Connection usage of one psycopg pool."""
 
-    def __init__(self, pools: dict[str, BasePool]) -> None:
-        self.pools = pools
+    def __init__(self, pool: ConnectionPool[Any], name: str) -> None:
+        self.pool, self.name = pool, name
 
     def collect(self) -> Iterator[Metric]:
+        stats = self.pool.get_stats()
+        size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
         conns = GaugeMetricFamily("bulkport_db_pool_connections",
                                   "Connections of the API's pool by state",
                                   labels=["pool", "state"])
-        limit = GaugeMetricFamily("bulkport_db_pool_max_connections", "Size limit of the pool",
-                                  labels=["pool"])
-        waiting = GaugeMetricFamily("bulkport_db_pool_requests_waiting",
-                                    "Requests waiting for a connection of the pool",
-                                    labels=["pool"])
-        for name, pool in self.pools.items():
-            stats = pool.get_stats()
-            size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
-            conns.add_metric([name, "in_use"], max(0, size - idle))
-            conns.add_metric([name, "idle"], idle)
-            limit.add_metric([name], stats.get("pool_max", pool.max_size))
-            waiting.add_metric([name], stats.get("requests_waiting", 0))
-        yield from (conns, limit, waiting)
+        conns.add_metric([self.name, "in_use"], max(0, size - idle))
+        conns.add_metric([self.name, "idle"], idle)
+        yield conns
+        yield _gauge("bulkport_db_pool_max_connections", "Size limit of the pool", self.name,
+                     stats.get("pool_max", self.pool.max_size))
+        yield _gauge("bulkport_db_pool_requests_waiting",
+                     "Requests waiting for a connection of the pool", self.name,
+                     stats.get("requests_waiting", 0))
+
+
+def _gauge(name: str, doc: str, pool: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=["pool"])
+    family.add_metric([pool], value)
+    return family
 
 
 class QueueCollector:
@@ -129,6 +130,5 @@ def _queue_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 def prometheus_metrics(state: Annotated[AppState, Depends(get_state)]) -> Response:
-    pools = PoolCollector({"api": state.pool, "api-read": state.read_pool})
-    body = metrics.exposition(pools, QueueCollector(state.pool))
+    body = metrics.exposition(PoolCollector(state.pool, "api"), QueueCollector(state.pool))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

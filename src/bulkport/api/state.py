@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from fastapi import Request
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 
 from bulkport.config import Settings
 from bulkport.storage import LocalStorage
@@ -24,19 +24,11 @@ class AppState:
     settings: Settings
     url: str
     pool: ConnectionPool[psycopg.Connection[Any]]
-    #: The async pool of the polled reads (see :mod:`bulkport.api.pools`).
-    read_pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
     uploads: LocalStorage
 
     @contextmanager
     def conn(self) -> Iterator[psycopg.Connection[Any]]:
         with self.pool.connection(timeout=POOL_WAIT_SECONDS) as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def read_conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A connection for an ``async def`` handler that only reads."""
-        async with self.read_pool.connection(timeout=POOL_WAIT_SECONDS) as conn:
             yield conn
 
 

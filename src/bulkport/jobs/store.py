@@ -25,7 +25,6 @@ from bulkport.resources.base import clip_depth
 from bulkport.sql import QUERIES
 
 Conn = psycopg.Connection[Any]
-AsyncConn = psycopg.AsyncConnection[Any]
 Job = dict[str, Any]
 
 #: Largest page of a list endpoint.
@@ -53,29 +52,10 @@ def _all(conn: Conn, name: str, params: dict[str, Any]) -> list[Job]:
         return cur.fetchall()
 
 
-async def _one_async(conn: AsyncConn, name: str, params: dict[str, Any]) -> Job | None:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(QUERIES[name], params)
-        return await cur.fetchone()
-
-
-async def _all_async(conn: AsyncConn, name: str, params: dict[str, Any]) -> list[Job]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(QUERIES[name], params)
-        return await cur.fetchall()
-
-
 def _found(job: Job | None, kind: JobKind, job_id: str) -> Job:
     if job is None:
         raise NotFound(f"no {kind} job with id {job_id!r}")
     return job
-
-
-def _list_params(status: str | None, resource: str | None, limit: int,
-                 after: tuple[datetime, str] | None) -> dict[str, Any]:
-    return {"status": status, "resource": resource, "limit": min(limit, MAX_PAGE),
-            "after_created": after[0] if after else None,
-            "after_id": after[1] if after else None}
 
 
 class JobStore:
@@ -113,24 +93,19 @@ class JobStore:
         self, conn: Conn, kind: JobKind, *, status: str | None, resource: str | None,
         limit: int, after: tuple[datetime, str] | None,
     ) -> list[Job]:
-        return _all(conn, f"list_{kind}_jobs", _list_params(status, resource, limit, after))
+        return _all(conn, f"list_{kind}_jobs", {
+            "status": status, "resource": resource, "limit": min(limit, MAX_PAGE),
+            "after_created": after[0] if after else None, "after_id": after[1] if after else None,
+        })
 
-    # --- polled reads (API, async: see bulkport.api.pools) ---------------------------
+    def import_status(self, conn: Conn, job_id: str, *, first_errors: int) -> Job:
+        """The import job with ``first_errors``: its first error records' ``row`` and ``errors``.
 
-    async def get_async(self, conn: AsyncConn, kind: JobKind, job_id: str) -> Job:
-        return _found(await _one_async(conn, f"get_{kind}_job", {"id": job_id}), kind, job_id)
-
-    async def import_status(self, conn: AsyncConn, job_id: str, *, first_errors: int) -> Job:
-        """The import job with ``first_errors``: its first error records' ``row`` and ``errors``."""
-        job = await _one_async(conn, "get_import_status", {"id": job_id, "limit": first_errors})
+        One round trip, where the job then its errors took two (bench/README.md,
+        "Status reads").
+        """
+        job = _one(conn, "get_import_status", {"id": job_id, "limit": first_errors})
         return _found(job, JobKind.IMPORT, job_id)
-
-    async def list_jobs_async(
-        self, conn: AsyncConn, kind: JobKind, *, status: str | None, resource: str | None,
-        limit: int, after: tuple[datetime, str] | None,
-    ) -> list[Job]:
-        return await _all_async(conn, f"list_{kind}_jobs",
-                                _list_params(status, resource, limit, after))
 
     def cancel(self, conn: Conn, kind: JobKind, job_id: str) -> Job:
         """Cancel a pending/processing job; :class:`Conflict` (409) in any other state."""
