@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import psycopg
 from fastapi.testclient import TestClient
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 
 from bulkport import db
 from bulkport.config import Settings
@@ -46,16 +46,10 @@ def _pooled_connections(client: TestClient) -> list[Any]:
     pgconns: list[Any] = []
     for name, pool in vars(client.app.state.bulkport).items():  # type: ignore[attr-defined]
         if isinstance(pool, ConnectionPool):
+            assert pool.max_size == 1, name
             with pool.connection() as conn:
                 pgconns.append(conn.pgconn)
-        elif isinstance(pool, AsyncConnectionPool):
-            async def take(p: Any = pool) -> Any:
-                async with p.connection() as conn:
-                    return conn.pgconn
-            pgconns.append(client.portal.call(take))  # type: ignore[union-attr]
-        else:
-            continue
-        assert pool.max_size == 1, name
+    assert pgconns
     return pgconns
 
 
