@@ -274,10 +274,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def bulkport_server(url: str, work: Path, workers: int,
-                    batch_size: int | None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def bulkport_server(url: str, work: Path, workers: int, batch_size: int | None,
+                    extra_env: dict[str, str] | None = None,
+                    ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
-    env = {**os.environ, "BULKPORT_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "BULKPORT_LOG_LEVEL": "WARNING", **(extra_env or {})}
     env.pop("BULKPORT_DATABASE_URL", None)
     if batch_size:
         env["BULKPORT_BATCH_SIZE"] = str(batch_size)

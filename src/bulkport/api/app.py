@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from psycopg_pool import ConnectionPool
 
 from bulkport import __version__, db
 from bulkport.api import exports, health, imports, metrics
 from bulkport.api.bodylimit import BodyLimitMiddleware
 from bulkport.api.errors import RequestIdMiddleware, install_error_handlers
 from bulkport.api.observe import ObserveMiddleware
+from bulkport.api.pools import open_pool
 from bulkport.api.ratelimit import RateLimitMiddleware
 from bulkport.api.responses import JSONResponse
 from bulkport.api.security import ApiKeyMiddleware, document_security
@@ -35,14 +35,7 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db_url = url or db.database_url(settings)
         db.migrate(db_url)
-        pool: ConnectionPool = ConnectionPool(
-            db_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
-            kwargs={"options": db.CONNECT_OPTIONS, "autocommit": True}, open=True,
-            # Test a connection before handing it out: after a database restart the
-            # idle ones are dead, and each would fail one request before being dropped.
-            check=ConnectionPool.check_connection,
-            name="api",
-        )
+        pool = open_pool(db_url, settings)
         app.state.bulkport = AppState(settings=settings, url=db_url, pool=pool,
                                       uploads=LocalStorage(settings.upload_dir))
         try:

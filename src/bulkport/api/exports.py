@@ -73,7 +73,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 _NOT_FILTERS = ("resource", "format", "fields")
 
 
-def get_exports(request: Request) -> ExportState:
+async def get_exports(request: Request) -> ExportState:  # async: no thread hand-off
     exports: ExportState = request.app.state.exports
     return exports
 

@@ -222,11 +222,10 @@ def list_imports(
 
 @router.get("/{job_id}", response_model=ImportJob, responses=ERRORS, summary="Import status")
 def get_import(job_id: JobId, state: State) -> JSONResponse:
-    with state.conn() as conn:
-        job = STORE.get(conn, JobKind.IMPORT, job_id)
-        rows = STORE.import_errors(conn, job_id, after_row=0, limit=FIRST_ERRORS)
-        waiting = STORE.waiting_for(conn, [job])
-    return JSONResponse(import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS],
+    with state.conn() as conn:  # one query: the job and its first errors
+        job = STORE.import_status(conn, job_id, first_errors=FIRST_ERRORS)
+        waiting = STORE.waiting_for(conn, [job])  # no query unless the job is pending
+    return JSONResponse(import_job_view(job, flatten_errors(job["first_errors"])[:FIRST_ERRORS],
                                         waiting.get(job_id)))
 
 

@@ -25,7 +25,13 @@ def valid_job_id(job_id: str) -> str:
     return job_id
 
 
-JobId = Annotated[str, Depends(valid_job_id)]
+async def _job_id(job_id: str) -> str:
+    # ``async``: FastAPI runs a plain ``def`` dependency in the threadpool, a thread
+    # hand-off per request for a regular expression (bench/README.md, "Status reads").
+    return valid_job_id(job_id)
+
+
+JobId = Annotated[str, Depends(_job_id)]
 
 
 def list_cursor(cursor: str) -> tuple[datetime, str]:

@@ -32,6 +32,8 @@ class AppState:
             yield conn
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # ``async``: FastAPI runs a plain ``def`` dependency in the threadpool, which cost
+    # every request a thread hand-off (bench/README.md, "Status reads").
     state: AppState = request.app.state.bulkport
     return state

@@ -53,6 +53,12 @@ def _all(conn: Conn, name: str, params: dict[str, Any]) -> list[Job]:
         return cur.fetchall()
 
 
+def _found(job: Job | None, kind: JobKind, job_id: str) -> Job:
+    if job is None:
+        raise NotFound(f"no {kind} job with id {job_id!r}")
+    return job
+
+
 class JobStore:
     """Job state transitions for imports and exports."""
 
@@ -87,10 +93,7 @@ class JobStore:
         return existing, False
 
     def get(self, conn: Conn, kind: JobKind, job_id: str) -> Job:
-        job = _one(conn, f"get_{kind}_job", {"id": job_id})
-        if job is None:
-            raise NotFound(f"no {kind} job with id {job_id!r}")
-        return job
+        return _found(_one(conn, f"get_{kind}_job", {"id": job_id}), kind, job_id)
 
     def list_jobs(
         self, conn: Conn, kind: JobKind, *, status: str | None, resource: str | None,
@@ -100,6 +103,15 @@ class JobStore:
             "status": status, "resource": resource, "limit": min(limit, MAX_PAGE),
             "after_created": after[0] if after else None, "after_id": after[1] if after else None,
         })
+
+    def import_status(self, conn: Conn, job_id: str, *, first_errors: int) -> Job:
+        """The import job with ``first_errors``: its first error records' ``row`` and ``errors``.
+
+        One round trip, where the job then its errors took two (bench/README.md,
+        "Status reads").
+        """
+        job = _one(conn, "get_import_status", {"id": job_id, "limit": first_errors})
+        return _found(job, JobKind.IMPORT, job_id)
 
     def cancel(self, conn: Conn, kind: JobKind, job_id: str) -> Job:
         """Cancel a pending/processing job; :class:`Conflict` (409) in any other state."""

@@ -26,6 +26,17 @@ WHERE (%(status)s::job_status IS NULL OR status = %(status)s::job_status)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
+-- name: get_import_status
+-- What GET /v1/imports/{id} shows, in one round trip: the job and its first error
+-- records as [{"row", "errors"}, ...] in row order (the records themselves stay unread).
+SELECT j.*, (
+    SELECT coalesce(jsonb_agg(jsonb_build_object('row', e.row, 'errors', e.errors)
+                              ORDER BY e.row), '[]'::jsonb)
+    FROM (SELECT row, errors FROM import_errors WHERE job_id = j.id
+          ORDER BY row LIMIT %(limit)s) e
+) AS first_errors
+FROM import_jobs j WHERE j.id = %(id)s;
+
 -- name: cancel_import_job
 UPDATE import_jobs
 SET status = 'cancelled', completed_at = now(), updated_at = now()
