@@ -1,4 +1,9 @@
-"""The ``bulkport`` command: serve, worker, migrate, gen."""
+"""The ``bulkport`` command.
+
+Server side (here): ``serve``, ``worker``, ``migrate``, ``gen``, and ``db status|stop``
+(:mod:`bulkport.dbctl`). Client side, against a running server over HTTP
+(:mod:`bulkport.client`): ``import``, ``export``, ``jobs``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bulkport.client.commands import add_client_commands
+from bulkport.dbctl import add_db_command
 
 log = logging.getLogger("bulkport")
 
@@ -108,7 +116,9 @@ def cmd_gen(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bulkport", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="bulkport", description="Bulk import/export service: run the server (serve, "
+        "worker, migrate, db) or use a running one (import, export, jobs).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], None], help: str
@@ -126,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = add("worker", cmd_worker, "run workers only, on the same database")
     worker.add_argument("--workers", type=int, help="worker processes (default 4)")
     add("migrate", cmd_migrate, "apply pending database migrations")
+    add_db_command(sub)
     gen = sub.add_parser("gen", help="generate test data files with known flaws")
     gen.set_defaults(func=cmd_gen)
     try:
@@ -134,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_arguments(gen)
+    add_client_commands(sub)
     return parser
 
 

@@ -1,0 +1,8 @@
+"""The command-line client: ``bulkport import|export|jobs`` against a running server.
+
+It speaks only the public HTTP API (``/v1``), so it works against any bulkport
+server it can reach. Layout: http.py (connection, errors and exit codes),
+progress.py (rich bars), imports.py, exports.py, jobs.py (the commands),
+watch.py (waiting for a job, summaries), download.py and rows.py (streaming a
+response to a file, counting its records), commands.py (arguments, running).
+"""
