@@ -54,6 +54,8 @@ def read_pidfile(pgdata: Path) -> Embedded | None:
         pid = int(lines[0])
     except (FileNotFoundError, IndexError, ValueError):
         return None
+    if pid <= 0:
+        return None  # a standalone backend (initdb, single-user mode), not a server
     if not _is_postmaster(pid, pgdata):
         return None  # a stale file left by a crash (the pid may even be reused)
     # Lines: pid, data dir, start time, port, socket dir, listen address, shm, state.
