@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import httpx
 import psycopg
 import pytest
 
+from bulkport.client.http import Connection
+from bulkport.client.imports import upload
 from tests.cli.conftest import API_KEY, HUGE_CODES, bulkport, clean_users, cli_env
 from tests.conftest import USERS_HUGE, ServerProcess, free_port
 from tests.export_data import export_bytes, seed
@@ -95,6 +98,29 @@ def test_idempotency_key_returns_the_first_job(srv: ServerProcess, sql: psycopg.
     first = json.loads(bulkport(*args, env=cli_env(srv)).stdout)
     second = json.loads(bulkport(*args, env=cli_env(srv)).stdout)
     assert first["job_id"] == second["job_id"]
+
+
+def test_upload_streams_the_file(srv: ServerProcess, sql: psycopg.Connection[Any],
+                                 tmp_path: Path) -> None:
+    """A 32 MiB upload never holds more than a few chunks of it in memory."""
+    path = tmp_path / "one-long-line.ndjson"  # one record over MAX_LINE_BYTES: quick to reject
+    with path.open("wb") as f:
+        f.write(b'{"email": "')
+        for _ in range(32):
+            f.write(b"a" * (1 << 20))
+        f.write(b'"}\n')
+    sent: list[int] = []
+    tracemalloc.start()
+    try:
+        job = upload(Connection(srv.base, API_KEY), path, {"resource": "users"}, None,
+                     sent.append)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(sent) == path.stat().st_size
+    assert len(sent) > 100  # counted chunk by chunk as they were sent
+    assert peak < 8 * (1 << 20), peak
+    assert job["file_size_bytes"] == path.stat().st_size
 
 
 def test_refused_key_exits_4(srv: ServerProcess, tmp_path: Path) -> None:

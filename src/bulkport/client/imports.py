@@ -19,6 +19,7 @@ import orjson
 from bulkport.client.http import CliError, Connection, ExitCode, check
 from bulkport.client.progress import Display
 from bulkport.client.watch import (
+    TERMINAL,
     WaitTimedOut,
     exit_code,
     interrupted,
@@ -101,12 +102,18 @@ def watch(conn: Connection, args: argparse.Namespace, job_id: str,
     return _report(conn, args, job, exit_code(job))
 
 
+def wait_ended(job: dict[str, Any]) -> bool:
+    return job["status"] in TERMINAL
+
+
 def _report(conn: Connection, args: argparse.Namespace, job: dict[str, Any],
             code: ExitCode) -> ExitCode:
     if args.json:
         print_json(job)
         return code
     print_summary(conn, job)
+    if not wait_ended(job):
+        print(f"the job runs on the server; watch it: bulkport jobs show {job['job_id']} --wait")
     saved = job.get("errors_file")
     if saved:
         print(f"rejected records saved to {saved['path']} ({saved['records']:,} records)")
