@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 #: How long ``db stop`` waits for the server to exit after asking (seconds).
 STOP_TIMEOUT_SECONDS = 60.0
 #: Exit code of ``db status`` when no server is running (as ``pg_ctl status``).
@@ -65,6 +63,8 @@ def read_pidfile(pgdata: Path) -> Embedded | None:
 
 
 def _is_postmaster(pid: int, pgdata: Path) -> bool:
+    import psutil  # here: every `bulkport` command imports this module to build its parser
+
     try:
         proc = psutil.Process(pid)
         return proc.name().startswith("postgres") and proc.status() != psutil.STATUS_ZOMBIE

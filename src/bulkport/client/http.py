@@ -118,7 +118,7 @@ def check(response: httpx.Response) -> httpx.Response:
         message = text[0][:200] if text else response.reason_phrase
     code = body.get("error") if body else None
     label = f"{response.status_code} {code}" if code else str(response.status_code)
-    raise CliError(f"server refused the request ({label}): {message}",
+    raise CliError(f"{message} ({label})",
                    exit_code_for(response.status_code), body)
 
 

@@ -1,8 +1,8 @@
 """Progress bars (rich) on stderr: upload, job, export.
 
 Bars are drawn only when stderr is a terminal and ``--json`` is not given;
-otherwise every method here is a no-op and rich is not even imported, so a
-scripted run pays nothing for them. The bars are transient: once a phase ends
+otherwise every method here is a no-op that builds nothing, so a scripted run
+pays nothing for them. The bars are transient: once a phase ends
 its bar is replaced by the one-line summary the command prints.
 """
 
