@@ -17,7 +17,7 @@ from bulkport.client.rows import RowCounter
 
 TERMINAL = frozenset({"completed", "completed_with_errors", "failed", "cancelled"})
 #: Status polls start every 0.1 s, so a short job is seen to end at once, and slow
-#: down to one every 0.5 s over the first minute (the polls cost the server little).
+#: by 1% of the time waited, to one every 0.5 s after 40 s (a poll costs the server little).
 POLL_MIN_SECONDS = 0.1
 POLL_MAX_SECONDS = 0.5
 POLL_RAMP = 100.0
