@@ -81,6 +81,19 @@ def test_summary_lists_error_counts_and_the_errors_url(
     assert f"errors: {srv.base}/v1/imports/{job_id}/errors" in lines
 
 
+def test_failed_job_exits_1_and_show_wait_comes_back_to_it(
+        srv: ServerProcess, sql: psycopg.Connection[Any], tmp_path: Path) -> None:
+    path = tmp_path / "header-only.csv"  # no records: the job fails
+    path.write_text("id,email,name,role,active,created_at,updated_at\n")
+    r = bulkport("import", str(path), "-r", "users", env=cli_env(srv))
+    assert r.returncode == 0, r.stderr  # created; not waited for
+    job_id = r.stdout.split()[1]
+    assert f"bulkport jobs show {job_id} --wait" in r.stdout
+    r = bulkport("jobs", "show", job_id, "--wait", env=cli_env(srv))
+    assert r.returncode == 1
+    assert f"job {job_id} failed" in r.stdout and "failure: " in r.stdout
+
+
 def test_dry_run_writes_nothing(srv: ServerProcess, sql: psycopg.Connection[Any],
                                 tmp_path: Path) -> None:
     path = clean_users(tmp_path / "dry.csv", 10)
