@@ -35,8 +35,11 @@ def run_in_terminal(*args: str, env: dict[str, str]) -> tuple[int, bytes, list[s
         except pexpect.EOF:
             break
         raw += chunk
-        stream.feed(chunk)
-        frames.append("\n".join(screen.display))
+        # rich redraws a bar after a carriage return: a snapshot before each one keeps
+        # every drawing, however many of them one read returns.
+        for piece in re.split(rb"(?=\r)", chunk):
+            stream.feed(piece)
+            frames.append("\n".join(screen.display))
     child.close()
     assert child.exitstatus is not None
     return child.exitstatus, raw, frames, "\n".join(screen.display)
