@@ -262,25 +262,42 @@ def test_wait_timeout_exits_5_and_names_the_job(idle: ServerProcess, tmp_path: P
     assert httpx.get(f"{idle.base}/v1/imports/{job_id}").json()["status"] == "pending"
 
 
-def test_ctrl_c_while_waiting_leaves_the_job_running(idle: ServerProcess, tmp_path: Path) -> None:
-    path = clean_users(tmp_path / "ctrl-c.csv", 3)
-    before = {j["job_id"] for j in httpx.get(f"{idle.base}/v1/imports?limit=100").json()["data"]}
+def _waiting_import(server: ServerProcess, path: Path, *extra: str
+                    ) -> tuple[subprocess.Popen[str], str]:
+    """``bulkport import PATH --wait`` started in the background, once its job exists."""
+    jobs = f"{server.base}/v1/imports?limit=100"
+    before = {j["job_id"] for j in httpx.get(jobs).json()["data"]}
     proc = subprocess.Popen([sys.executable, "-m", "bulkport", "import", str(path), "-r", "users",
-                             "--wait"], env=cli_env(idle), stdout=subprocess.PIPE,
+                             "--wait", *extra], env=cli_env(server), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     new: set[str] = set()
     while not new and time.monotonic() < deadline:  # the upload is done: it is waiting
         time.sleep(0.2)
-        listed = httpx.get(f"{idle.base}/v1/imports?limit=100").json()["data"]
-        new = {j["job_id"] for j in listed} - before
+        new = {j["job_id"] for j in httpx.get(jobs).json()["data"]} - before
     (job_id,) = new
     time.sleep(0.5)
+    return proc, job_id
+
+
+def test_ctrl_c_while_waiting_leaves_the_job_running(idle: ServerProcess, tmp_path: Path) -> None:
+    proc, job_id = _waiting_import(idle, clean_users(tmp_path / "ctrl-c.csv", 3))
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert f"bulkport jobs cancel {job_id}" in one_line(err)
     assert httpx.get(f"{idle.base}/v1/imports/{job_id}").json()["status"] == "pending"
+
+
+def test_wait_outlives_a_server_restart(idle: ServerProcess, tmp_path: Path) -> None:
+    proc, job_id = _waiting_import(idle, clean_users(tmp_path / "restart.csv", 3),
+                                   "--timeout", "20", "--json")
+    idle.stop()
+    time.sleep(1.5)  # a few polls find nothing listening
+    idle.start()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 5, err  # still waiting at the end, not failed on the outage
+    assert json.loads(out)["job_id"] == job_id
 
 
 def test_key_from_option_overrides_environment(srv: ServerProcess) -> None:

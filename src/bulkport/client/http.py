@@ -40,10 +40,12 @@ class CliError(Exception):
     """A failure reported as one line on stderr, with an exit code."""
 
     def __init__(self, message: str, code: ExitCode = ExitCode.FAILED,
-                 body: dict[str, Any] | None = None) -> None:
+                 body: dict[str, Any] | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        #: The HTTP status that caused it, if any.
+        self.status = status
         #: The server's error document, when there was one (printed by ``--json``).
         self.body = body
 
@@ -118,8 +120,8 @@ def check(response: httpx.Response) -> httpx.Response:
         message = text[0][:200] if text else response.reason_phrase
     code = body.get("error") if body else None
     label = f"{response.status_code} {code}" if code else str(response.status_code)
-    raise CliError(f"{message} ({label})",
-                   exit_code_for(response.status_code), body)
+    raise CliError(f"{message} ({label})", exit_code_for(response.status_code), body,
+                   response.status_code)
 
 
 def get_json(client: httpx.Client, path: str, **params: Any) -> Any:

@@ -21,6 +21,10 @@ TERMINAL = frozenset({"completed", "completed_with_errors", "failed", "cancelled
 POLL_MIN_SECONDS = 0.1
 POLL_MAX_SECONDS = 0.5
 POLL_RAMP = 100.0
+#: A server restarting (connection refused, 502/503/504) is waited out this long.
+OUTAGE_SECONDS = 60.0
+TRANSIENT_STATUS = frozenset({502, 503, 504})
+OUTAGE_POLL_SECONDS = 1.0
 
 
 class WaitTimedOut(Exception):
@@ -34,15 +38,30 @@ def wait_for(client: httpx.Client, job_id: str, *, timeout: float | None,
     """Poll the job until it ends; :class:`WaitTimedOut` after ``timeout`` seconds."""
     started = time.monotonic()
     deadline = started + timeout if timeout is not None else None
+    job: dict[str, Any] = {"job_id": job_id, "status": "unknown"}
+    outage: float | None = None
     while True:
-        job: dict[str, Any] = get_json(client, f"/v1/imports/{job_id}")
-        on_update(job)
-        if job["status"] in TERMINAL:
-            return job
+        try:
+            job = get_json(client, f"/v1/imports/{job_id}")
+            outage = None
+        except (httpx.TransportError, CliError) as exc:
+            # The job lives in the database, not in the server process: a restart
+            # (deploy, crash) must not end a long wait.
+            if isinstance(exc, CliError) and exc.status not in TRANSIENT_STATUS:
+                raise
+            outage = outage or time.monotonic()
+            if time.monotonic() - outage > OUTAGE_SECONDS:
+                raise
+        else:
+            on_update(job)
+            if job["status"] in TERMINAL:
+                return job
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             raise WaitTimedOut(job)
         pause = min(POLL_MAX_SECONDS, POLL_MIN_SECONDS + (now - started) / POLL_RAMP)
+        if outage is not None:
+            pause = OUTAGE_POLL_SECONDS
         time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - now)))
 
 
