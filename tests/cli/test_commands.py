@@ -291,7 +291,7 @@ def test_ctrl_c_while_waiting_leaves_the_job_running(idle: ServerProcess, tmp_pa
 
 def test_wait_outlives_a_server_restart(idle: ServerProcess, tmp_path: Path) -> None:
     proc, job_id = _waiting_import(idle, clean_users(tmp_path / "restart.csv", 3),
-                                   "--timeout", "20", "--json")
+                                   "--timeout", "8", "--json")
     idle.stop()
     time.sleep(1.5)  # a few polls find nothing listening
     idle.start()

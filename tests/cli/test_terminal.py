@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import pexpect
@@ -11,7 +12,7 @@ import psycopg
 import pyte
 import pytest
 
-from tests.cli.conftest import bulkport, cli_env
+from tests.cli.conftest import bulkport, clean_users, cli_env
 from tests.conftest import USERS_HUGE, ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -60,10 +61,11 @@ def test_import_wait_shows_upload_and_job_progress(
     assert re.search(r"invalid_email_format +201", final)
 
 
-def test_json_in_a_terminal_prints_only_the_document(srv: ServerProcess,
-                                                     sql: psycopg.Connection[Any]) -> None:
+def test_json_in_a_terminal_prints_only_the_document(
+        srv: ServerProcess, sql: psycopg.Connection[Any], tmp_path: Path) -> None:
     env = cli_env(srv, TERM="xterm-256color")
-    status, raw, _, _ = run_in_terminal("import", str(USERS_HUGE), "-r", "users", "--wait",
+    path = clean_users(tmp_path / "few.csv", 20, bad_roles=1)
+    status, raw, _, _ = run_in_terminal("import", str(path), "-r", "users", "--wait",
                                         "--json", env=env)
     assert status == 3
     assert b"rows/s" not in raw.replace(b'"rows_per_sec"', b"")
