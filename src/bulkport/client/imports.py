@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from bulkport.client.download import format_for_path
 from bulkport.client.http import CliError, Connection, ExitCode, check
 from bulkport.client.progress import Display
 from bulkport.client.watch import (
@@ -65,8 +66,6 @@ def cmd_import(args: argparse.Namespace) -> ExitCode:
         raise CliError("--timeout must be a positive number of seconds", ExitCode.USAGE)
     wait = args.wait or args.errors_out is not None or args.timeout is not None
     if args.errors_out:  # refuse a bad extension before uploading anything
-        from bulkport.client.download import format_for_path
-
         format_for_path(args.errors_out, ("csv", "ndjson"))
     fields = {"resource": args.resource, "mode": args.mode,
               "dry_run": "true" if args.dry_run else "false"}
