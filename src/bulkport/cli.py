@@ -115,7 +115,9 @@ def cmd_gen(args: argparse.Namespace) -> None:
     gen_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_gen: bool = True) -> argparse.ArgumentParser:
+    """The parser; ``with_gen=False`` leaves out the generator's options (and its import,
+    a sixth of a client command's start-up)."""
     parser = argparse.ArgumentParser(
         prog="bulkport", description="Bulk import/export service: run the server (serve, "
         "worker, migrate, db) or use a running one (import, export, jobs).")
@@ -139,18 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_command(sub)
     gen = sub.add_parser("gen", help="generate test data files with known flaws")
     gen.set_defaults(func=cmd_gen)
-    try:
-        from bulkport.gen import add_arguments
-    except ImportError:  # pragma: no cover - generator not installed
-        pass
-    else:
-        add_arguments(gen)
+    if with_gen:
+        try:
+            from bulkport.gen import add_arguments
+        except ImportError:  # pragma: no cover - generator not installed
+            pass
+        else:
+            add_arguments(gen)
     add_client_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(with_gen=not argv or argv[0] == "gen").parse_args(argv)
     _apply_common(args)
     if args.command in ("serve", "worker"):  # before anything imports prometheus_client
         from bulkport import multiprocess

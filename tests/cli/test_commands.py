@@ -198,6 +198,12 @@ def test_export_gzip_ndjson_fields_and_filters(
     assert gzip.decompress(out.read_bytes()) == export_bytes(pg_url, "articles", "ndjson")
     count = sql.execute("SELECT count(*) FROM articles").fetchone()
     assert count is not None and f"exported {count[0]} articles records" in r.stderr
+    r = bulkport("export", "-r", "comments", "-o", str(tmp_path / "c.csv"), "--json",
+                 env=cli_env(srv))
+    summary = json.loads(r.stdout)
+    comments = sql.execute("SELECT count(*) FROM comments").fetchone()
+    assert comments is not None and summary["records"] == comments[0] > 0
+    assert summary["bytes"] == (tmp_path / "c.csv").stat().st_size
     r = bulkport("export", "-r", "users", "--format", "json", "--fields", "id,email",
                  "--filter", "role=admin", "-o", "-", env=cli_env(srv))
     assert r.returncode == 0, r.stderr

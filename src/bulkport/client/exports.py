@@ -16,6 +16,7 @@ from bulkport.client.download import STDOUT, format_for_path, save
 from bulkport.client.http import CliError, Connection, ExitCode, check
 from bulkport.client.progress import Display
 from bulkport.client.rows import RowCounter
+from bulkport.client.watch import print_json
 
 FORMATS = ("ndjson", "csv", "json")
 
@@ -44,12 +45,14 @@ def cmd_export(args: argparse.Namespace) -> ExitCode:
     fmt = args.format or (format_for_path(out, FORMATS, "ndjson") if out != STDOUT
                           else "ndjson")
     gzipped = args.gzip or out.lower().endswith(".gz")
+    if out == STDOUT and args.json:
+        raise CliError("--json needs -o FILE: stdout is the export itself", ExitCode.USAGE)
     if out == STDOUT and gzipped and sys.stdout.isatty():
         raise CliError("refusing to write gzip to a terminal; use -o FILE.gz or a pipe",
                        ExitCode.USAGE)
     headers = {"Accept-Encoding": "gzip" if gzipped else "identity"}
     counter = RowCounter(fmt, gzipped=gzipped)
-    display = Display(enabled=True)
+    display = Display(enabled=not args.json)
     started = time.monotonic()
     try:
         with conn.client() as client, client.stream(
@@ -61,6 +64,10 @@ def cmd_export(args: argparse.Namespace) -> ExitCode:
                        + ("" if out == STDOUT else f"; {out} was not written"),
                        ExitCode.INTERRUPTED) from None
     seconds = time.monotonic() - started
+    if args.json:
+        print_json({"resource": args.resource, "format": fmt, "gzip": gzipped, "path": out,
+                    "records": counter.rows, "bytes": written, "seconds": round(seconds, 3)})
+        return ExitCode.OK
     where = "stdout" if out == STDOUT else out
     # The summary goes to stderr: stdout may be the export itself.
     print(f"exported {counter.rows:,} {args.resource} records ({written:,} bytes, {fmt}"
