@@ -21,8 +21,14 @@ One run:
 ``--resource articles`` loads users first (untimed, by COPY, on both sides)
 and times the articles, whose table has the foreign key to users.
 
+``--client cli`` then also times the command-line client on the same server:
+the table is emptied and the same file imported with ``bulkport import --wait
+--json`` (a process, timed from its start to its exit, interpreter start-up
+included), alternating with the HTTP path ``--repeat`` times; it reports the
+CLI's rate against the HTTP path's in the same run (``cli_ratio_vs_api``).
+
 Usage: ``python bench/bench_import.py [--rows N] [--flaw-rate 0.05]
-[--resource users|articles]`` (see bench/README.md).
+[--resource users|articles] [--client api|cli [--repeat N]]`` (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -87,6 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=None,
                    help="where files, PostgreSQL and the server's data go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--client", choices=("api", "cli"), default="api",
+                   help="cli: also import through `bulkport import --wait --json` and "
+                        "report its rate against the HTTP path's")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="with --client cli: HTTP and CLI imports, alternating, each N times")
     return p.parse_args(argv)
 
 
@@ -343,6 +354,69 @@ def import_over_http(base: str, path: Path, resource: str) -> dict[str, Any]:
             "latencies": latencies}
 
 
+def import_over_cli(base: str, path: Path, resource: str) -> dict[str, Any]:
+    """``bulkport import FILE --wait --json`` as a process; its job and wall time."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bulkport", "import", str(path), "--resource", resource,
+         "--wait", "--json", "--url", base], capture_output=True, text=True, check=False)
+    ended = time.perf_counter()
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"bulkport import exited {proc.returncode}: {proc.stderr.strip()}")
+    return {"job": json.loads(proc.stdout), "seconds": ended - started}
+
+
+def outside_job(result: dict[str, Any]) -> float:
+    """The client's share of an import: its wall time less the job's own life
+    (``created_at`` -> ``completed_at``, the server's clock): the upload, start-up,
+    and seeing the end. Unlike the wall time it hardly depends on the server's speed."""
+    from datetime import datetime
+
+    job = result["job"]
+    life = datetime.fromisoformat(job["completed_at"]) - datetime.fromisoformat(job["created_at"])
+    return float(result["seconds"] - life.total_seconds())
+
+
+def empty_table(url: str, table: str) -> None:
+    """Drop what an import loaded (and its rejected records) before the next one."""
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(sql.SQL("TRUNCATE {}, import_errors CASCADE").format(sql.Identifier(table)))
+    checkpoint(url)
+
+
+def compare_cli(args: argparse.Namespace, url: str, base: str, first_api: dict[str, Any],
+                expected: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Alternate CLI and HTTP imports of the same file; their rates and the ratio."""
+    api_seconds = [first_api["seconds"]]
+    api_outside = [outside_job(first_api)]
+    cli_seconds: list[float] = []
+    cli_outside: list[float] = []
+    matches = True
+    for i in range(args.repeat):
+        if i:
+            empty_table(url, args.resource)
+            api = import_over_http(base, path, args.resource)
+            api_seconds.append(api["seconds"])
+            api_outside.append(outside_job(api))
+        empty_table(url, args.resource)
+        result = import_over_cli(base, path, args.resource)
+        cli_seconds.append(result["seconds"])
+        cli_outside.append(outside_job(result))
+        job = result["job"]
+        matches = matches and (job["successful_records"] == expected["successful"]
+                               and job["error_records"] == expected["rejected"]
+                               and job["error_counts"] == expected["error_counts"])
+    api_rate = args.rows / statistics.median(api_seconds)
+    cli_rate = args.rows / statistics.median(cli_seconds)
+    return {"api_runs_seconds": [round(x, 2) for x in api_seconds],
+            "cli_runs_seconds": [round(x, 2) for x in cli_seconds],
+            "api_rows_per_sec": round(api_rate), "cli_rows_per_sec": round(cli_rate),
+            "cli_ratio_vs_api": round(cli_rate / api_rate, 3),
+            "api_outside_job_seconds": [round(x, 2) for x in api_outside],
+            "cli_outside_job_seconds": [round(x, 2) for x in cli_outside],
+            "cli_matches_expected": matches}
+
+
 def percentile(values: list[float], q: float) -> float:
     if len(values) < 2:
         return values[0] if values else float("nan")
@@ -390,6 +464,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 sampler.peak_postgres = 0
                 sampler.peak_bulkport = 0
                 result = import_over_http(base, files["import"], args.resource)
+                cli = (compare_cli(args, bulk_url, base, result, files["expected"],
+                                   files["import"]) if args.client == "cli" else {})
                 sampler.sample()
                 bulk_pg_peak = sampler.peak_postgres
                 bulk_peak = sampler.peak_bulkport
@@ -429,6 +505,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "status_p99_ms": round(percentile(lat_ms, 0.99), 1),
         "status_max_ms": round(max(lat_ms), 1),
         "gen_seconds": files["gen_seconds"],
+        **cli,
         "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
         "postgres": settings,
     }

@@ -1,4 +1,9 @@
-"""The ``bulkport`` command: serve, worker, migrate, gen."""
+"""The ``bulkport`` command.
+
+Server side (here): ``serve``, ``worker``, ``migrate``, ``gen``, and ``db status|stop``
+(:mod:`bulkport.dbctl`). Client side, against a running server over HTTP
+(:mod:`bulkport.client`): ``import``, ``export``, ``jobs``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bulkport.client.commands import add_client_commands
+from bulkport.dbctl import add_db_command
 
 log = logging.getLogger("bulkport")
 
@@ -107,8 +115,12 @@ def cmd_gen(args: argparse.Namespace) -> None:
     gen_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bulkport", description=__doc__)
+def build_parser(with_gen: bool = True) -> argparse.ArgumentParser:
+    """The parser; ``with_gen=False`` leaves out the generator's options (and its import,
+    a sixth of a client command's start-up)."""
+    parser = argparse.ArgumentParser(
+        prog="bulkport", description="Bulk import/export service: run the server (serve, "
+        "worker, migrate, db) or use a running one (import, export, jobs).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], None], help: str
@@ -126,19 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     worker = add("worker", cmd_worker, "run workers only, on the same database")
     worker.add_argument("--workers", type=int, help="worker processes (default 4)")
     add("migrate", cmd_migrate, "apply pending database migrations")
+    add_db_command(sub)
     gen = sub.add_parser("gen", help="generate test data files with known flaws")
     gen.set_defaults(func=cmd_gen)
-    try:
-        from bulkport.gen import add_arguments
-    except ImportError:  # pragma: no cover - generator not installed
-        pass
-    else:
-        add_arguments(gen)
+    if with_gen:
+        try:
+            from bulkport.gen import add_arguments
+        except ImportError:  # pragma: no cover - generator not installed
+            pass
+        else:
+            add_arguments(gen)
+    add_client_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(with_gen=not argv or argv[0] == "gen").parse_args(argv)
     _apply_common(args)
     if args.command in ("serve", "worker"):  # before anything imports prometheus_client
         from bulkport import multiprocess

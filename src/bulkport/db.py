@@ -46,7 +46,7 @@ def start_embedded(pgdata: Path) -> str:
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process, so that `bulkport worker`
-    # processes and restarts find it; `pg_ctl stop` (or `bulkport stop-db`) stops it.
+    # processes and restarts find it; `bulkport db stop` stops it (bulkport.dbctl).
     _embedded = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     url: str = _embedded.get_uri()
     log.info("embedded PostgreSQL ready at %s", pgdata)
