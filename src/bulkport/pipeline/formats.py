@@ -348,7 +348,9 @@ def _read_ndjson(stream: IO[bytes], max_line_bytes: int) -> Iterator[RawRecord]:
             yield RawRecord(row, None, {"_raw": original}, f"the line is not valid JSON: {exc}")
             continue
         if not isinstance(data, dict):
-            yield RawRecord(row, None, {"_raw": data}, "the line is not a JSON object")
+            # Kept as the line itself: a parsed list would read as the cells of a row.
+            yield RawRecord(row, None, {"_raw": line.decode().strip()},
+                            "the line is not a JSON object")
             continue
         yield RawRecord(row, data, None)
 
