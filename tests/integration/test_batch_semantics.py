@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import orjson
@@ -121,23 +122,26 @@ def test_key_swapping_upsert_does_not_depend_on_the_batch_size(
                      batch_size) == one
 
 
+#: Few distinct values, so that records collide: ids, and emails (one in two cases).
 IDS = st.sampled_from(["a", "b", "c", None])
 EMAILS = st.sampled_from(["e1@x.io", "e2@x.io", "E2@x.io", "e3@x.io", "bad"])
+#: Examples per run (raise it to search harder: BULKPORT_BATCH_EXAMPLES=500).
+EXAMPLES = int(os.environ.get("BULKPORT_BATCH_EXAMPLES", "40"))
 
 
 @st.composite
 def _scenario(draw: st.DrawFn) -> tuple[list[tuple[str, str]], list[dict[str, object]]]:
-    ids = draw(st.lists(st.sampled_from(["a", "b", "c"]), unique=True, max_size=3))
-    emails = draw(st.lists(st.sampled_from(["e1@x.io", "e2@x.io", "e3@x.io"]), unique=True,
-                           min_size=len(ids), max_size=len(ids)))
+    """Stored users (unique ids and emails) and an upsert/insert file over them."""
+    ids = draw(st.lists(st.sampled_from(["a", "b", "c"]), unique=True, min_size=1, max_size=3))
+    emails = draw(st.permutations(["e1@x.io", "e2@x.io", "e3@x.io"]))[: len(ids)]
     records = []
-    for _ in range(draw(st.integers(1, 7))):
+    for _ in range(draw(st.integers(2, 7))):
         rid, email = draw(IDS), draw(EMAILS)
         records.append({"email": email} if rid is None else {"id": rid, "email": email})
     return list(zip(ids, emails, strict=True)), records
 
 
-@hsettings(max_examples=40, deadline=None,
+@hsettings(max_examples=EXAMPLES, deadline=None,
            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(scenario=_scenario(), mode=st.sampled_from(["insert", "upsert"]),
        batch_size=st.sampled_from([2, 3, 5000]))

@@ -173,6 +173,11 @@ class BatchPreparer:
                     key = key.lower()
             if (rid is not None and rid in seen_ids) or (key is not None and key in seen_keys):
                 deferred.append(Deferred(values, row, data))
+                # A later record repeating this one's id or key must wait for it too.
+                if rid is not None:
+                    seen_ids.add(rid)
+                if key is not None:
+                    seen_keys.add(key)
                 return
             for i, value in defaults:
                 if values[i] == NULL:
