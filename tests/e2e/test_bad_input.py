@@ -392,8 +392,14 @@ def test_records_that_cannot_be_parsed(srv: ServerProcess, http: httpx.Client) -
     assert job["successful_records"] == 1
     assert {e["code"] for e in all_errors(http, job["job_id"])} == {"malformed_record"}
 
-    # A JSON array that breaks half-way: the records before the break load.
-    arr = b"[" + good.replace(b"p-", b"s-") + b', {"email": oops}]'
+    # A JSON array element that is not JSON is one record; the others load.
+    arr = (b"[" + good.replace(b"p-", b"s-") + b', {"email": oops}, '
+           + good.replace(b"p-", b"u-") + b"]")
+    job = run_job(srv, http, arr, "broken.json")
+    assert job["successful_records"] == 2 and job["error_records"] == 1
+    assert "not valid JSON" in all_errors(http, job["job_id"])[0]["message"]
+    # A JSON array that breaks between elements: the records before the break load.
+    arr = b"[" + good.replace(b"p-", b"t-") + b' {"email": "x"}]'
     job = run_job(srv, http, arr, "broken.json")
     assert job["successful_records"] == 1 and job["error_records"] == 1
     assert "skipped" in all_errors(http, job["job_id"])[0]["message"]
@@ -413,7 +419,7 @@ def test_deeply_nested_json(srv: ServerProcess, http: httpx.Client) -> None:
     job = srv.wait_job(resp.json()["job_id"], timeout=30)
     assert (job["status"], job["successful_records"], job["error_records"]) == (
         "completed_with_errors", 0, 1)
-    assert "nested deeper" in all_errors(http, job["job_id"])[0]["message"]
+    assert "depth limit" in all_errors(http, job["job_id"])[0]["message"]
     job = run_job(srv, http, b'{"email": "d@example.com", "x": ' + deep + b"}", "deep-object.json")
     assert job["error_records"] == 1
     job = run_job(srv, http, deep + b"\n", "deep.ndjson")

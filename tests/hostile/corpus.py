@@ -130,6 +130,34 @@ def _many_columns(path: Path) -> None:
                      + GOOD.rstrip(b"\n") + b"," + values + b"\n")
 
 
+def _huge_json_value(path: Path) -> None:
+    """JSON array: one record whose name is 50 MB, then a good record.
+
+    Not gzipped: the hostile server's decompression limit is 8 MiB (the gzipped
+    repro is tests/reliability/test_json_array.py).
+    """
+    with path.open("wb") as f:
+        f.write(b'[{"email": "j@example.com", "role": "admin", "name": "')
+        chunk = b"a" * (1024 * 1024)
+        for _ in range(FIFTY_MB // len(chunk)):
+            f.write(chunk)
+        f.write(b'"},\n' + GOOD_JSON + b"]")
+
+
+GOOD_JSON = b'{"email": "a@example.com", "name": "Ann", "role": "admin"}'
+
+
+def _json_array(*elements: bytes) -> Callable[[Path], None]:
+    return _bytes(b"[" + b",\n".join(elements) + b"]")
+
+
+def _user_json(**fields: str) -> bytes:
+    body = ", ".join(f'"{k}": {v}' for k, v in
+                     {"email": '"b@example.com"', "name": '"Bob"', "role": '"admin"',
+                      **fields}.items())
+    return ("{" + body + "}").encode()
+
+
 CASES: list[Case] = [
     # --- encodings and line ends
     Case("bom_csv", "bom.csv", _bytes(b"\xef\xbb\xbf" + HEADER + GOOD), **_ok(1)),
@@ -205,6 +233,53 @@ CASES: list[Case] = [
          # Too large for a 64-bit float or integer: the line cannot be read.
          _bytes(b'{"email": "a@example.com", "name": "Ann", "role": "admin", "active": '
                 + b"9" * 400 + b"}\n"), **_rejects("malformed_record", counts=(0, 1))),
+    # --- JSON array elements read alone: one bad element is one record
+    Case("lone_low_surrogate_json", "surrogate.json",
+         _json_array(GOOD_JSON, _user_json(name='"\\udfff"')),
+         **_rejects("malformed_record", counts=(1, 1))),
+    Case("lone_surrogate_mid_string_json", "surrogate-mid.json",
+         _json_array(_user_json(name='"Bo\\ud800b"'), GOOD_JSON),
+         **_rejects("malformed_record", counts=(1, 1))),
+    Case("lone_surrogate_in_key_json", "surrogate-key.json",
+         _json_array(GOOD_JSON, _user_json(**{"\\udfff": '"x"'})),
+         **_rejects("malformed_record", counts=(1, 1))),
+    Case("reversed_surrogate_pair_json", "surrogate-pair.json",
+         _json_array(_user_json(name='"\\udfff\\ud800"'), GOOD_JSON),
+         **_rejects("malformed_record", counts=(1, 1))),
+    Case("lone_surrogate_ndjson", "surrogate.ndjson",
+         _bytes(GOOD_JSON + b"\n" + _user_json(name='"\\udfff"') + b"\n"),
+         **_rejects("malformed_record", counts=(1, 1))),
+    Case("huge_json_string_value_50mb", "huge-value.json", _huge_json_value,
+         **_rejects("malformed_record", counts=(1, 1))),
+    Case("huge_json_number", "huge-number.json",
+         _json_array(_user_json(active="9" * 400), GOOD_JSON),
+         **_rejects("malformed_record", counts=(1, 1))),
+    Case("deep_json_value_within_limits", "deep-ok.json",
+         _json_array(_user_json(name=_deep(60).decode()), GOOD_JSON),
+         **_rejects("invalid_name", counts=(1, 1))),
+    # --- values PostgreSQL would store but could not export back
+    Case("created_at_out_of_range", "created.ndjson",
+         _bytes(b"\n".join([_user_json(created_at='"0001-01-01T00:00:00+14:00"'),
+                            GOOD_JSON]) + b"\n"),
+         **_rejects("invalid_created_at", counts=(1, 1))),
+    Case("updated_at_out_of_range", "updated.csv",
+         _bytes(b"email,name,role,updated_at\n" + GOOD.rstrip(b"\n") + b",\n"
+                b"b@example.com,Bob,admin,9999-12-31T23:59:59-14:00\n"),
+         **_rejects("invalid_updated_at", counts=(1, 1))),
+    Case("published_at_out_of_range", "published.ndjson",
+         _bytes(b'{"slug": "a-1", "title": "T", "body": "B", "author_id": "x",'
+                b' "status": "published", "published_at": "9999-12-31T10:00:00-14:00"}\n'),
+         resource="articles", **_rejects("invalid_published_at", counts=(0, 1))),
+    # --- NDJSON lines that are JSON but not objects
+    Case("ndjson_scalar_and_array_lines", "scalars.ndjson",
+         _bytes(b'[1,2]\n42\n"x"\nnull\n["a","b","c"]\n' + GOOD_JSON + b"\n"),
+         **_rejects("malformed_record", counts=(1, 5))),
+    # --- spreadsheet formulas (the error CSV download neutralises them)
+    Case("formula_cells_csv", "formulas.csv",
+         _bytes(HEADER + b'"=HYPERLINK(""http://x"",""y"")",Ann,admin\n'
+                b"@SUM(A1:A9)@x.com,=cmd|' /C calc'!A0,boss\n"
+                b"c@example.com,+1+2,admin\n"),
+         **_rejects("invalid_email_format", "invalid_role", counts=(1, 2))),
     # --- nesting and size
     Case("deep_json_element", "deep.json", _bytes(b"[" + _deep(10_000) + b"]"),
          **_rejects("malformed_record")),

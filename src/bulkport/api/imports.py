@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -36,6 +34,7 @@ from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.pipeline.fetch import check_url
 from bulkport.pipeline.formats import parse_format
+from bulkport.pipeline.rejects import csv_download
 from bulkport.pipeline.validate import parse_mode
 from bulkport.resources import RESOURCES, get_resource
 from bulkport.storage import StoredFile
@@ -305,30 +304,4 @@ def _ndjson_rejects(state: AppState, job_id: str, code: str | None) -> Iterator[
 
 
 def _csv_rejects(state: AppState, job: dict[str, Any], code: str | None) -> Iterator[bytes]:
-    columns: list[str] = job["columns"] or get_resource(job["resource"]).column_names
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow([*columns, "_row", "_errors"])
-    for r in _rejects(state, job["id"], code):
-        record = r["record"] or {}
-        raw = record.get("_raw") if isinstance(record, dict) else None
-        if isinstance(raw, list):
-            cells = [*raw[: len(columns)], *[""] * (len(columns) - len(raw))]
-        else:
-            cells = [_cell(record.get(c)) if isinstance(record, dict) else "" for c in columns]
-        writer.writerow([*cells, r["row"], ";".join(e["code"] for e in r["errors"])])
-        if buf.tell() > 64 * 1024:
-            yield buf.getvalue().encode()
-            buf.seek(0)
-            buf.truncate()
-    yield buf.getvalue().encode()
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | dict):
-        return orjson.dumps(value).decode()
-    return str(value)
+    return csv_download(job, _rejects(state, job["id"], code))

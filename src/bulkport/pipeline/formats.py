@@ -17,22 +17,17 @@ import io
 import itertools
 import zlib
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO
 
-import ijson
 import orjson
-from ijson.common import ObjectBuilder
 
 from bulkport.errors import BadRequest, UnreadableFile
+from bulkport.pipeline.jsonarray import read_json
 from bulkport.pipeline.types import RawRecord
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: Bytes looked at to detect the format from the content.
 SNIFF_BYTES = 4096
-#: Deepest nesting accepted in a JSON document (records are flat; tags nest once). ijson's
-#: own item builder keeps a path per level, so memory grows with the square of the depth:
-#: a 200 KB file of nested brackets took gigabytes before this limit.
-MAX_JSON_DEPTH = 64
 
 
 class Format(enum.StrEnum):
@@ -165,7 +160,7 @@ def read_records(
         return _read_csv(stream, max_line_bytes)
     if fmt is Format.NDJSON:
         return None, _guard(_read_ndjson(stream, max_line_bytes))
-    return None, _guard(_read_json(stream))
+    return None, _guard(_read_json(stream, max_line_bytes))
 
 
 def _guard(records: Iterator[RawRecord]) -> Iterator[RawRecord]:
@@ -348,7 +343,9 @@ def _read_ndjson(stream: IO[bytes], max_line_bytes: int) -> Iterator[RawRecord]:
             yield RawRecord(row, None, {"_raw": original}, f"the line is not valid JSON: {exc}")
             continue
         if not isinstance(data, dict):
-            yield RawRecord(row, None, {"_raw": data}, "the line is not a JSON object")
+            # Kept as the line itself: a parsed list would read as the cells of a row.
+            yield RawRecord(row, None, {"_raw": line.decode().strip()},
+                            "the line is not a JSON object")
             continue
         yield RawRecord(row, data, None)
 
@@ -356,56 +353,13 @@ def _read_ndjson(stream: IO[bytes], max_line_bytes: int) -> Iterator[RawRecord]:
 # --- JSON array --------------------------------------------------------------------------
 
 
-def _read_json(stream: IO[bytes]) -> Iterator[RawRecord]:
+def _read_json(stream: IO[bytes], max_line_bytes: int) -> Iterator[RawRecord]:
     if sniff(stream).startswith(codecs.BOM_UTF8):
-        stream.read(len(codecs.BOM_UTF8))  # ijson takes a byte order mark for bad JSON
-    head = sniff(stream).lstrip(b"\xef\xbb\xbf \t\r\n")
+        stream.read(len(codecs.BOM_UTF8))
+    head = sniff(stream).lstrip(b" \t\r\n")
     if not head:
         raise UnreadableFile("the file is empty")
-    if head.startswith(b"{"):
-        level = 0  # a single object is a one-record file
-    elif head.startswith(b"["):
-        level = 1
-    else:
+    if not head.startswith((b"{", b"[")):
         raise UnreadableFile("a JSON file must hold an array of objects (or one object)")
-    row = 0
-    try:
-        for item in _json_values(stream, level):
-            row += 1
-            if isinstance(item, dict):
-                yield RawRecord(row, item, None)
-            else:
-                yield RawRecord(row, None, {"_raw": item}, "the array element is not an object")
-    except ijson.JSONError as exc:
-        row += 1
-        yield RawRecord(
-            row, None, None,
-            "the JSON document is invalid from here on, "
-            f"so the rest of the file was skipped: {exc}",
-        )
-
-
-def _json_values(stream: IO[bytes], level: int) -> Iterator[Any]:
-    """The values nested ``level`` deep (the records), refusing deeper than MAX_JSON_DEPTH."""
-    depth = 0
-    builder: ObjectBuilder | None = None
-    for event, value in ijson.basic_parse(stream, use_float=True):
-        if event == "start_map" or event == "start_array":
-            if depth == level:
-                builder = ObjectBuilder()
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise ijson.JSONError(f"values are nested deeper than {MAX_JSON_DEPTH} levels")
-            if builder is not None:
-                builder.event(event, value)
-        elif event == "end_map" or event == "end_array":
-            depth -= 1
-            if builder is not None:
-                builder.event(event, value)
-                if depth == level:
-                    yield builder.value
-                    builder = None
-        elif builder is not None:
-            builder.event(event, value)
-        elif depth == level:
-            yield value
+    # A single object is a one-record file.
+    yield from read_json(stream, max_line_bytes, in_array=head.startswith(b"["))

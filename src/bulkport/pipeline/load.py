@@ -185,6 +185,7 @@ class Loader:
                 retry.append(by_row[row])
             else:
                 rejected[row] = errors
+        retry.sort(key=lambda r: int(r[-2]))  # file order: a retried row may wait for another
         if retry and first and len(retry) > 1:
             # Mostly keys a concurrent import wrote after our snapshot (the statement
             # waited for it to commit): a second set-based pass sees them and updates.

@@ -8,7 +8,9 @@ A record that repeats the id or natural key of an earlier record of the same
 batch is deferred to a second round, loaded after the first is settled, so
 records apply in file order: in ``insert`` mode the repeat is a
 ``duplicate_*`` if its twin was written and loads normally if its twin was
-rejected; in ``upsert`` mode it updates the row its twin wrote.
+rejected; in ``upsert`` mode it updates the row its twin wrote. In ``upsert``
+mode every record after a deferred one is deferred with it (an upsert's id may
+resolve to another key's row, so no later record is known not to touch it).
 """
 
 from __future__ import annotations
@@ -162,7 +164,18 @@ class BatchPreparer:
         new_id = self.new_id
         defaults = self.insert_defaults
 
+        # Upsert: once a record waits for the next round, the records after it wait too.
+        # Its id may resolve to the row of another key (upsert by email), so no later
+        # record can be known not to touch that row; applied before it, it would
+        # break file order. Insert mode resolves nothing: a repeat is a same id or key.
+        chain_all = self.mode is Mode.UPSERT
+        waiting = False
+
         def stage(values: list[Any], row: int, data: Any) -> None:
+            nonlocal waiting
+            if waiting:
+                deferred.append(Deferred(values, row, data))
+                return
             rid = values[0]
             key = None
             if key_index is not None:
@@ -173,6 +186,12 @@ class BatchPreparer:
                     key = key.lower()
             if (rid is not None and rid in seen_ids) or (key is not None and key in seen_keys):
                 deferred.append(Deferred(values, row, data))
+                waiting = chain_all
+                # A later record repeating this one's id or key must wait for it too.
+                if rid is not None:
+                    seen_ids.add(rid)
+                if key is not None:
+                    seen_keys.add(key)
                 return
             for i, value in defaults:
                 if values[i] == NULL:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -230,6 +230,7 @@ def _make_timestamp(f: Field) -> Coerce:
     name = f.name
     parse = datetime.fromisoformat
     message = f"{name} must be an ISO-8601 timestamp (2024-01-01T00:00:00Z)"
+    range_message = f"{name} must fall in the years 0001-9999 in UTC"
 
     def coerce(raw: Any) -> str:
         if raw.__class__ is str:
@@ -244,6 +245,13 @@ def _make_timestamp(f: Field) -> Coerce:
                 return raw
             if dt.tzinfo is None:
                 return dt.isoformat() + "+00:00"  # sessions run in UTC: naive means UTC
+            try:
+                # SPEC §1: years 0001-9999 in UTC. PostgreSQL stores 0001-01-01T00:00+14:00
+                # (year 0 in UTC) and 9999-12-31T23:59-14:00 (year 10000), but their
+                # export (0001-12-31T10:00:00 BC, 10000-…) would not import back.
+                dt.astimezone(UTC)
+            except OverflowError:
+                raise FieldError(f"invalid_{name}", range_message) from None
             return dt.isoformat()
         raise FieldError(f"invalid_{name}", message)
 

@@ -8,8 +8,10 @@ row that was *not* written, with one boolean per reason:
 * ``dup_key`` - the natural key is taken by another row,
 * ``bad_<ref>`` - a reference points at no row,
 * ``retry`` - nothing above, yet not written: a concurrent writer took the key
-  after our snapshot, or two staged rows resolve to the same stored row. The
-  caller loads such rows again one by one.
+  after our snapshot, two staged rows resolve to the same stored row, or (upsert)
+  the row holding the record's key is written by an earlier record of the batch,
+  which may free that key (``waits``: records apply in file order, so this one
+  must see that write). The caller loads such rows again, in file order.
 
 Identifiers come from the resource declaration and are quoted with
 ``psycopg.sql``; no user input is ever formatted into SQL.
@@ -144,11 +146,19 @@ WITH m AS (
     LEFT JOIN {table} byid ON st.id_given AND byid.id = st.id
     {key_join}
 ),
+firsts AS (
+    SELECT m.target, min(m.row) AS first_row FROM m WHERE m.target IS NOT NULL GROUP BY m.target
+),
+w AS (
+    SELECT m.*, coalesce(f.first_row < m.row, false) AS waits
+    FROM m LEFT JOIN firsts f ON f.target = m.key_match
+),
 s AS (
-    SELECT m.*, false AS dup_id,
-           (m.key_match IS NOT NULL AND m.key_match <> m.target) AS dup_key,
-           (m.target IS NOT NULL AND count(*) OVER (PARTITION BY m.target) > 1) AS retry
-    FROM m
+    SELECT w.*, false AS dup_id,
+           (w.key_match IS NOT NULL AND w.key_match <> w.target AND NOT w.waits) AS dup_key,
+           (w.waits OR (w.target IS NOT NULL AND count(*) OVER (PARTITION BY w.target) > 1))
+               AS retry
+    FROM w
 ),
 ok AS (SELECT * FROM s WHERE NOT (s.dup_key OR s.retry{ref_any})),
 upd AS (
