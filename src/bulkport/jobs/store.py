@@ -66,6 +66,8 @@ class JobStore:
         makes concurrent duplicates create exactly one job.
         """
         params = {"id": new_job_id(), **values}
+        if kind is JobKind.EXPORT:
+            params.setdefault("compression", "none")
         job = _one(conn, f"insert_{kind}_job", params)
         if job is not None:
             return job, True
