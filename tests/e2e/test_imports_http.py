@@ -616,11 +616,17 @@ def test_cancel_processing_keeps_committed_batches(slow_srv: ServerProcess) -> N
         assert job["completed_at"] is None and job["total_records"] is None
         resp = client.post(f"/v1/imports/{job_id}/cancel")
         assert resp.status_code == 200, resp.text
-        assert resp.json()["status"] == "cancelled"
+        reply = resp.json()
+        assert reply["status"] == "cancelled"
         time.sleep(1)  # the batch in flight commits; nothing follows it
         final = client.get(f"/v1/imports/{job_id}").json()
         assert final["status"] == "cancelled"
         assert 0 < final["processed_records"] < 10_000
+        # The reply already counts the batch that was in flight: it is the final state.
+        for counter in ("processed_records", "successful_records", "error_records"):
+            assert reply[counter] == final[counter], (counter, reply, final)
+        # A cancelled job tells how far it got, never that it finished its file.
+        assert 0 < final["progress"] < 1 and reply["progress"] == final["progress"]
         assert final["successful_records"] + final["error_records"] <= final["processed_records"]
         later = client.get(f"/v1/imports/{job_id}").json()
         assert later["processed_records"] == final["processed_records"]
@@ -759,3 +765,26 @@ def test_every_response_carries_a_request_id(srv: ServerProcess, http: httpx.Cli
                         headers={"X-Request-ID": sent})
     assert created.json()["request_id"] == sent
     srv.wait_job(created.json()["job_id"])
+
+
+@pytest.mark.parametrize(("name", "content", "fmt"), [
+    ("users.csv", b"email,name,role\nf1@example.com,F,admin\n", "csv"),
+    ("users.JSONL", b'{"email": "f2@example.com"}\n', "ndjson"),
+    ("users.csv.gz", gzip.compress(b"email,name,role\n"), "csv"),
+    ("upload.bin", b'  [{"email": "f3@example.com"}]', "json"),
+    ("upload", b'{"email": "f4@example.com"}\n{"email": "f5@example.com"}\n', "ndjson"),
+    ("upload.dat", gzip.compress(b'{"email": "f6@example.com"}\n'), "ndjson"),
+    ("upload.txt", b"email,name,role\n", "csv"),
+])
+def test_the_202_names_the_format_the_name_or_content_tells(
+        idle_srv: ServerProcess, name: str, content: bytes, fmt: str) -> None:
+    with idle_srv.client() as client:
+        resp = post_file(client, content, name, "users")
+        assert resp.status_code == 202, resp.text
+        assert resp.json()["format"] == fmt
+        assert client.get(resp.headers["location"]).json()["format"] == fmt
+        by_url = client.post("/v1/imports", json={
+            "resource": "users", "file_url": f"http://127.0.0.1:9/{name}"})
+        assert by_url.status_code == 202, by_url.text
+        named = {"users.csv": "csv", "users.JSONL": "ndjson", "users.csv.gz": "csv"}
+        assert by_url.json()["format"] == named.get(name)
