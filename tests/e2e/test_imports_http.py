@@ -499,6 +499,23 @@ def test_upsert_articles_by_slug_and_id(srv: ServerProcess, http: httpx.Client,
     assert titles == {"one": "later wins", "two": "by slug"}
 
 
+def test_upsert_keeps_the_files_updated_at_else_now(srv: ServerProcess, http: httpx.Client,
+                                                    sql: psycopg.Connection[Any]) -> None:
+    """README "Decisions": upsert sets ``updated_at`` to the file's value, else to now."""
+    user = {"email": "stamp@example.com", "name": "S", "role": "reader"}
+    run(srv, http, ndjson(user), "u.ndjson", "users")
+    given = "2021-03-04T05:06:07Z"
+    run(srv, http, ndjson({**user, "name": "S2", "updated_at": given}), "u.ndjson", "users",
+        mode="upsert")
+    stored = sql.execute("SELECT updated_at FROM users WHERE email = %s",
+                         (user["email"],)).fetchone()
+    assert stored and stored[0].isoformat() == "2021-03-04T05:06:07+00:00"
+    run(srv, http, ndjson({**user, "name": "S3"}), "u.ndjson", "users", mode="upsert")
+    now = sql.execute("SELECT updated_at > now() - interval '5 minutes' FROM users "
+                      "WHERE email = %s", (user["email"],)).fetchone()
+    assert now and now[0] is True
+
+
 def test_concurrent_imports_of_one_file_write_each_user_once(
         srv: ServerProcess, http: httpx.Client, sql: psycopg.Connection[Any]) -> None:
     content = USERS_HUGE.read_bytes()
