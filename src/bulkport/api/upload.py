@@ -8,7 +8,10 @@ so the upload is written once, hashed on the way, and held to the size limit
 while it streams (the stored file is removed if anything fails).
 
 Form fields (small text parts) may come before or after the file; at most
-:data:`MAX_FIELDS` of at most :data:`MAX_FIELD_BYTES` each, and one file part.
+:data:`MAX_FIELDS` of at most :data:`MAX_FIELD_BYTES` each, each given once, and
+one file part. The envelope is checked before the body is read: a boundary of
+at most :data:`MAX_BOUNDARY_CHARS` characters and a ``charset`` that is a text
+encoding, else a 400.
 """
 
 from __future__ import annotations
