@@ -7,6 +7,8 @@ their class says whether retrying can help.
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any
 
 
@@ -94,3 +96,31 @@ class ExportExpired(BulkportError):
 
     code = "export_expired"
     status_code = 410
+
+
+class UnsupportedMediaType(BulkportError):
+    """The request body is not of a media type this endpoint reads."""
+
+    code = "unsupported_media_type"
+    status_code = 415
+
+
+class InsufficientStorage(Terminal):
+    """The device holding bulkport's files is full (or a file-size limit was reached)."""
+
+    code = "insufficient_storage"
+    status_code = 507
+
+
+#: ``errno`` values of a write refused for lack of room: a full device (ENOSPC), a full
+#: quota (EDQUOT), or a file-size limit of the process (EFBIG, ``RLIMIT_FSIZE``).
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def no_room(exc: BaseException, where: str) -> InsufficientStorage | None:
+    """An :class:`InsufficientStorage` for an ``OSError`` that means "no room", else ``None``."""
+    if not isinstance(exc, OSError) or exc.errno not in NO_ROOM_ERRNOS:
+        return None
+    return InsufficientStorage(
+        f"no space left on the device holding {where} ({os.strerror(exc.errno or 0)}); "
+        "free some space and retry", errno=exc.errno)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from bulkport.errors import PayloadTooLarge
+from bulkport.errors import PayloadTooLarge, no_room
 
 if TYPE_CHECKING:
     from bulkport.config import Settings
@@ -89,13 +89,20 @@ class _Sink:
                 limit_bytes=self.max_bytes,
             )
         self.digest.update(chunk)
-        self.out.write(chunk)
+        try:
+            self.out.write(chunk)
+        except OSError as exc:
+            raise no_room(exc, "the upload directory") or exc from None
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.out.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.final)
-        else:
+        try:
+            self.out.close()  # flushes the buffer: a full disk may show only now
+            if exc_type is None:
+                os.replace(self.tmp, self.final)
+        except OSError as err:
+            self.tmp.unlink(missing_ok=True)
+            raise no_room(err, "the upload directory") or err from None
+        if exc_type is not None:
             self.tmp.unlink(missing_ok=True)
 
     @property
@@ -113,7 +120,7 @@ class _Sink:
 #: Longest lifetime S3 accepts for a SigV4 presigned URL (seconds).
 PRESIGN_MAX_SECONDS = 7 * 24 * 3600
 _CONTENT_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8",
-                  "json": "application/json"}
+                  "json": "application/json", "gz": "application/gzip"}
 
 
 class StorageError(Exception):

@@ -206,10 +206,10 @@ def test_media_types_ignore_case(http: httpx.Client) -> None:
 
 def test_unsupported_content_type(http: httpx.Client) -> None:
     assert_error(http.post("/v1/imports", content=b"email\na@b.co",
-                           headers={"content-type": "text/csv"}), 400, mentions="multipart")
+                           headers={"content-type": "text/csv"}), 415, mentions="multipart")
     assert_error(http.post("/v1/imports", data={"resource": "users", "file_url": "http://x/y"}),
-                 400, mentions="multipart")
-    assert_error(http.post("/v1/imports"), 400)
+                 415, mentions="multipart")
+    assert_error(http.post("/v1/imports"), 415)
 
 
 @pytest.mark.parametrize(("body", "mentions"), [

@@ -178,6 +178,12 @@ def test_gzip_on_request(http: httpx.Client) -> None:
     ({"resource": ["users", "articles"]}, "give resource once", None),
     ({"status": "done"}, "unknown status 'done'", None),
     ({"limit": "1000"}, "limit must be", None),
+    ({"resource": "users", "limit": "0"}, "limit must be a whole number from 1", None),
+    ({"resource": "users", "limit": "-3"}, "limit must be a whole number from 1", None),
+    ({"resource": "users", "limit": "1.5"}, "limit must be a whole number from 1", None),
+    ({"resource": "users", "limit": "ten"}, "limit must be a whole number from 1", None),
+    ({"resource": "users", "limit": "9" * 5000}, "limit must be a whole number from 1", None),
+    ({"resource": "users", "limit": ["1", "2"]}, "give limit once", None),
     ({"cursor": "garbage"}, "invalid cursor", None),
 ])
 def test_bad_parameters_are_400_with_what_is_allowed(http: httpx.Client, params: dict[str, Any],
@@ -245,8 +251,26 @@ def test_export_job_list_pages_with_a_cursor(http: httpx.Client) -> None:
     assert ids <= set(seen) and len(seen) == len(set(seen))
 
 
+@pytest.mark.parametrize(("fmt", "skip"), [("ndjson", 0), ("csv", 1), ("json", 1)])
+def test_limit_peeks_at_the_first_rows(http: httpx.Client, fmt: str, skip: int) -> None:
+    content = get(http, resource="users", format=fmt).content
+    whole = content.splitlines()
+    for n in (1, 3):
+        peek = get(http, resource="users", format=fmt, limit=str(n))
+        assert peek.status_code == 200, peek.text
+        if fmt == "json":
+            assert orjson.loads(peek.content) == orjson.loads(content)[:n]
+        else:
+            assert peek.content.splitlines() == whole[:skip + n]
+    big = get(http, resource="users", format="ndjson", limit="1000000").content.splitlines()
+    assert big == get(http, resource="users", format="ndjson").content.splitlines()
+
+
 @pytest.mark.parametrize(("body", "fragment"), [
     ({"format": "csv"}, "resource"),
+    ({"resource": "users", "filter": {"role": "admin"}}, "filter"),
+    ({"resource": "users", "limit": 5}, "limit"),
+    ({"resource": "users", "compression": "zip"}, "compression"),
     ({"resource": "users", "fields": ["nope"]}, "unknown field(s) 'nope'"),
     ({"resource": "users", "filters": {"created_at_to": "soon"}}, "ISO-8601"),
     ({"resource": "users", "filters": []}, "filters"),
@@ -256,6 +280,26 @@ def test_bad_export_jobs_are_400(http: httpx.Client, body: dict[str, Any], fragm
     assert r.status_code == 400 and fragment in r.json()["message"], r.text
     assert http.post("/v1/exports", content=b"{not json",
                      headers={"Content-Type": "application/json"}).status_code == 400
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+def test_an_export_job_can_be_gzipped(srv: ServerProcess, http: httpx.Client, fmt: str) -> None:
+    r = http.post("/v1/exports", json={"resource": "articles", "format": fmt,
+                                       "compression": "gzip"})
+    assert r.status_code == 202, r.text
+    assert r.json()["compression"] == "gzip"
+    done = srv.wait_job(r.json()["job_id"], "exports")
+    assert done["status"] == "completed", done
+    download = http.get(done["download_url"])
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "application/gzip"
+    assert "content-encoding" not in download.headers  # the .gz is the file, kept as is
+    assert f'.{fmt}.gz"' in download.headers["content-disposition"]
+    assert download.content[:2] == b"\x1f\x8b"
+    assert len(download.content) == done["file_size_bytes"]
+    assert gzip.decompress(download.content) == get(http, resource="articles", format=fmt).content
+    plain = http.post("/v1/exports", json={"resource": "articles", "format": fmt}).json()
+    assert plain["compression"] == "none"
 
 
 def test_unknown_export_job_is_404(http: httpx.Client) -> None:
@@ -432,8 +476,17 @@ def test_s3_storage_gives_presigned_downloads(s3_db: str, tmp_path: Path,
             redirect = http.get(f"/v1/exports/{job['job_id']}/download")
             assert redirect.status_code == 307
             assert redirect.headers["location"].startswith(f"{s3_endpoint}/exports-bucket/")
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="exports-bucket")["Contents"]]
-        assert keys == [f"exports/export-{job['job_id']}.ndjson"]
+            gz = http.post("/v1/exports", json={"resource": "articles", "format": "ndjson",
+                                                "compression": "gzip"}).json()
+            gz_done = server.wait_job(gz["job_id"], "exports")
+            assert gz_done["status"] == "completed", gz_done
+            gz_fetched = httpx.get(gz_done["download_url"])
+            assert gz_fetched.headers["content-type"] == "application/gzip"
+            assert gz_fetched.headers["content-disposition"].endswith('.ndjson.gz"')
+            assert gzip.decompress(gz_fetched.content) == streamed
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="exports-bucket")["Contents"])
+        assert keys == sorted([f"exports/export-{job['job_id']}.ndjson",
+                               f"exports/export-{gz['job_id']}.ndjson.gz"])
         assert list((data_dir / "exports").iterdir()) == []  # staged file removed
     finally:
         server.stop()
@@ -491,3 +544,13 @@ def test_a_large_export_cut_short_frees_both_connections(
     assert list(states.values()) == ["idle", "idle"]
     with server.client() as http:
         assert get(http, resource="users", format="csv", fields="id").status_code == 200
+
+
+def test_limit_on_a_large_table_reads_the_first_rows(large: tuple[ServerProcess, str]) -> None:
+    server, url = large
+    with psycopg.connect(url) as c:
+        first = [r[0] for r in c.execute("SELECT id FROM users ORDER BY id LIMIT 7")]
+    with server.client() as http:
+        peek = get(http, resource="users", format="ndjson", fields="id", limit="7")
+    assert peek.status_code == 200, peek.text
+    assert [row["id"] for row in ndjson(peek.content)] == first

@@ -499,6 +499,23 @@ def test_upsert_articles_by_slug_and_id(srv: ServerProcess, http: httpx.Client,
     assert titles == {"one": "later wins", "two": "by slug"}
 
 
+def test_upsert_keeps_the_files_updated_at_else_now(srv: ServerProcess, http: httpx.Client,
+                                                    sql: psycopg.Connection[Any]) -> None:
+    """README "Decisions": upsert sets ``updated_at`` to the file's value, else to now."""
+    user = {"email": "stamp@example.com", "name": "S", "role": "reader"}
+    run(srv, http, ndjson(user), "u.ndjson", "users")
+    given = "2021-03-04T05:06:07Z"
+    run(srv, http, ndjson({**user, "name": "S2", "updated_at": given}), "u.ndjson", "users",
+        mode="upsert")
+    stored = sql.execute("SELECT updated_at FROM users WHERE email = %s",
+                         (user["email"],)).fetchone()
+    assert stored and stored[0].isoformat() == "2021-03-04T05:06:07+00:00"
+    run(srv, http, ndjson({**user, "name": "S3"}), "u.ndjson", "users", mode="upsert")
+    now = sql.execute("SELECT updated_at > now() - interval '5 minutes' FROM users "
+                      "WHERE email = %s", (user["email"],)).fetchone()
+    assert now and now[0] is True
+
+
 def test_concurrent_imports_of_one_file_write_each_user_once(
         srv: ServerProcess, http: httpx.Client, sql: psycopg.Connection[Any]) -> None:
     content = USERS_HUGE.read_bytes()
@@ -616,11 +633,17 @@ def test_cancel_processing_keeps_committed_batches(slow_srv: ServerProcess) -> N
         assert job["completed_at"] is None and job["total_records"] is None
         resp = client.post(f"/v1/imports/{job_id}/cancel")
         assert resp.status_code == 200, resp.text
-        assert resp.json()["status"] == "cancelled"
+        reply = resp.json()
+        assert reply["status"] == "cancelled"
         time.sleep(1)  # the batch in flight commits; nothing follows it
         final = client.get(f"/v1/imports/{job_id}").json()
         assert final["status"] == "cancelled"
         assert 0 < final["processed_records"] < 10_000
+        # The reply already counts the batch that was in flight: it is the final state.
+        for counter in ("processed_records", "successful_records", "error_records"):
+            assert reply[counter] == final[counter], (counter, reply, final)
+        # A cancelled job tells how far it got, never that it finished its file.
+        assert 0 < final["progress"] < 1 and reply["progress"] == final["progress"]
         assert final["successful_records"] + final["error_records"] <= final["processed_records"]
         later = client.get(f"/v1/imports/{job_id}").json()
         assert later["processed_records"] == final["processed_records"]
@@ -759,3 +782,26 @@ def test_every_response_carries_a_request_id(srv: ServerProcess, http: httpx.Cli
                         headers={"X-Request-ID": sent})
     assert created.json()["request_id"] == sent
     srv.wait_job(created.json()["job_id"])
+
+
+@pytest.mark.parametrize(("name", "content", "fmt"), [
+    ("users.csv", b"email,name,role\nf1@example.com,F,admin\n", "csv"),
+    ("users.JSONL", b'{"email": "f2@example.com"}\n', "ndjson"),
+    ("users.csv.gz", gzip.compress(b"email,name,role\n"), "csv"),
+    ("upload.bin", b'  [{"email": "f3@example.com"}]', "json"),
+    ("upload", b'{"email": "f4@example.com"}\n{"email": "f5@example.com"}\n', "ndjson"),
+    ("upload.dat", gzip.compress(b'{"email": "f6@example.com"}\n'), "ndjson"),
+    ("upload.txt", b"email,name,role\n", "csv"),
+])
+def test_the_202_names_the_format_the_name_or_content_tells(
+        idle_srv: ServerProcess, name: str, content: bytes, fmt: str) -> None:
+    with idle_srv.client() as client:
+        resp = post_file(client, content, name, "users")
+        assert resp.status_code == 202, resp.text
+        assert resp.json()["format"] == fmt
+        assert client.get(resp.headers["location"]).json()["format"] == fmt
+        by_url = client.post("/v1/imports", json={
+            "resource": "users", "file_url": f"http://127.0.0.1:9/{name}"})
+        assert by_url.status_code == 202, by_url.text
+        named = {"users.csv": "csv", "users.JSONL": "ndjson", "users.csv.gz": "csv"}
+        assert by_url.json()["format"] == named.get(name)

@@ -39,3 +39,22 @@ def test_job_status_enum_matches_the_migration() -> None:
     assert declared is not None
     values = re.findall(r"'(\w+)'", declared.group(1))
     assert values == [s.value for s in JobStatus]
+
+
+def test_the_readme_states_the_error_page_limit_the_api_enforces() -> None:
+    from bulkport.api.app import create_app
+
+    spec = create_app(Settings()).openapi()
+    params = spec["paths"]["/v1/imports/{job_id}/errors"]["get"]["parameters"]
+    limit = next(p for p in params if p["name"] == "limit")["schema"]
+    readme = (ROOT / "README.md").read_text()
+    assert f"{limit['default']} per page by default, limit up to {limit['maximum']}" in readme
+
+
+def test_the_readme_states_what_upsert_does_with_updated_at() -> None:
+    from bulkport.resources import get_resource
+
+    # The upsert statement keeps the file's value and falls back to update_default.
+    assert get_resource("users").field("updated_at").update_default == "now()"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "`updated_at` takes the file's value, else now" in readme

@@ -12,6 +12,8 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulkport.api.responses import JSONResponse
@@ -36,6 +38,9 @@ def error_response(status: int, code: str, message: str,
     return JSONResponse(error_body(code, message, details), status_code=status,
                           headers=headers)
 
+
+#: Status recorded for a request whose client disconnected before the answer (nginx's).
+CLIENT_CLOSED_REQUEST = 499
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                413: "payload_too_large", 401: "unauthorized", 403: "forbidden",
@@ -63,6 +68,14 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail),
                               headers=dict(exc.headers or {}))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_closed(request: Request, exc: ClientDisconnect) -> Response:
+        # The client went away mid-request (an aborted upload): nothing failed here.
+        # 499 (nginx's "client closed request") keeps it out of the 5xx counts; the
+        # response is never read.
+        log.info("client closed the connection during %s %s", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, exc: psycopg.OperationalError

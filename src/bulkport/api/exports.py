@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from bulkport.api.errors import request_id_var
@@ -28,6 +28,7 @@ from bulkport.api.export_stream import (
     helper_connections,
     open_stream_pool,
 )
+from bulkport.api.jsonbody import read_json
 from bulkport.api.params import IdempotencyKey, JobId, list_cursor
 from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import ErrorResponse, encode_cursor
@@ -67,10 +68,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(prefix="/v1/exports", tags=["exports"], lifespan=lifespan)
 State = Annotated[AppState, Depends(get_state)]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 404, 409, 410, 503)
+    s: {"model": ErrorResponse} for s in (400, 404, 409, 410, 413, 415, 503)
 }
 #: Query parameters of a streaming export that are not filters.
-_NOT_FILTERS = ("resource", "format", "fields")
+_NOT_FILTERS = ("resource", "format", "fields", "limit")
+_JOB_EXAMPLE = ('{"resource": "users", "format": "csv", "fields": [...], "filters": {...}, '
+                '"compression": "gzip"}')
 
 
 async def get_exports(request: Request) -> ExportState:  # async: no thread hand-off
@@ -82,16 +85,23 @@ Exports = Annotated[ExportState, Depends(get_exports)]
 
 
 class ExportRequest(BaseModel):
+    # An unknown key is a 400, like an unknown query parameter: a misspelt "filter"
+    # would otherwise export the whole table.
+    model_config = ConfigDict(extra="forbid")
+
     resource: str
     format: str | None = None
     fields: list[str] | str | None = None
     filters: dict[str, str | bool | list[str]] = Field(default_factory=dict)
+    compression: Literal["none", "gzip"] | None = Field(
+        default=None, description="gzip: the file is stored and served gzipped (.gz)")
 
 
 class ExportJob(BaseModel):
     job_id: str
     resource: str
     format: str
+    compression: Literal["none", "gzip"]
     fields: list[str] | None
     filters: dict[str, list[str]]
     status: JobStatus
@@ -136,9 +146,10 @@ async def stream_export(request: Request, state: State, exports: Exports) -> Res
     grouped: dict[str, list[str]] = {}
     for key, value in params.multi_items():
         grouped.setdefault(key, []).append(value)
-    single = {k: _single(grouped, k) for k in ("resource", "format")}
+    single = {k: _single(grouped, k) for k in ("resource", "format", "limit")}
     spec = parse_spec(single["resource"], single["format"], grouped.get("fields"),
-                      {k: v for k, v in grouped.items() if k not in _NOT_FILTERS})
+                      {k: v for k, v in grouped.items() if k not in _NOT_FILTERS},
+                      limit=single["limit"])
     gzip = accepts_gzip(request.headers.get("accept-encoding"))
     stream = CopyStream(exports.streams.connection(timeout=STREAM_WAIT_SECONDS), spec, gzip=gzip,
                         helpers=helper_connections(exports))
@@ -168,18 +179,13 @@ async def create_export(
     request: Request, state: State, exports: Exports,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    try:
-        body = ExportRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "body"
-        raise BadRequest(f"invalid JSON body: {where}: {first['msg']}; send "
-                         '{"resource": "users", "format": "csv", "fields": [...], '
-                         '"filters": {...}}') from None
+    body = await read_json(request, ExportRequest, _JOB_EXAMPLE)
     spec = parse_spec(body.resource, body.format, body.fields, body.filters)
-    identity = spec.identity()
+    compression = body.compression or "none"
+    identity = spec.identity() | {"compression": compression}
     values = {"resource": spec.resource.name, "format": spec.format.value,
               "fields": Jsonb(list(spec.fields)), "filters": Jsonb(spec.filters),
+              "compression": compression,
               "idempotency_key": scoped_idempotency_key(request, idempotency_key),
               "request_id": request_id_var.get(),
               "fingerprint": fingerprint(**identity)}
@@ -240,8 +246,14 @@ def download_export(job_id: JobId, state: State, exports: Exports) -> Response:
     url = _presigned(job, exports)
     if url is not None:
         return RedirectResponse(url, status_code=307)
+    name = f"{job['resource']}-{job['id']}.{job['format']}"
+    if job["compression"] == "gzip":
+        # The file is a .gz to keep: served as application/gzip, not Content-Encoding
+        # (a client would inflate that on the fly and save the plain file under a .gz name).
+        return FileResponse(exports.storage.path(key), media_type=GZIP_MEDIA_TYPE,
+                            filename=f"{name}.gz")
     return FileResponse(exports.storage.path(key), media_type=MEDIA_TYPES_BY_NAME[job["format"]],
-                        filename=f"{job['resource']}-{job['id']}.{job['format']}")
+                        filename=name)
 
 
 @router.post("/{job_id}/cancel", response_model=ExportJob, responses=ERRORS,
@@ -255,6 +267,7 @@ def cancel_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse
 # --- views -----------------------------------------------------------------------------
 
 MEDIA_TYPES_BY_NAME = {f.value: t for f, t in MEDIA_TYPES.items()}
+GZIP_MEDIA_TYPE = "application/gzip"
 
 
 def _expired(job: dict[str, Any]) -> bool:
@@ -275,7 +288,8 @@ def export_job_view(job: dict[str, Any], exports: ExportState) -> dict[str, Any]
         download = _presigned(job, exports) or f"/v1/exports/{job['id']}/download"
     return {
         "job_id": job["id"], "resource": job["resource"], "format": job["format"],
-        "fields": job["fields"], "filters": job["filters"] or {}, "status": status,
+        "compression": job["compression"], "fields": job["fields"],
+        "filters": job["filters"] or {}, "status": status,
         "record_count": job["record_count"], "file_size_bytes": job["file_size_bytes"],
         "download_url": download, "expires_at": job["expires_at"],
         "failure_reason": job["failure_reason"], "request_id": job["request_id"],

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bulkport.api.errors import request_id_var
+from bulkport.api.jsonbody import JSON, media_type, read_json
 from bulkport.api.params import IdempotencyKey, JobId, list_cursor
 from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import (
@@ -29,11 +32,17 @@ from bulkport.api.schemas import (
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
 from bulkport.api.upload import receive_upload
-from bulkport.errors import BadRequest, PayloadTooLarge
+from bulkport.errors import BadRequest, PayloadTooLarge, UnreadableFile, UnsupportedMediaType
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.pipeline.fetch import check_url
-from bulkport.pipeline.formats import parse_format
+from bulkport.pipeline.formats import (
+    format_from_content,
+    format_from_name,
+    open_decompressed,
+    parse_format,
+    sniff,
+)
 from bulkport.pipeline.rejects import csv_download
 from bulkport.pipeline.validate import parse_mode
 from bulkport.resources import RESOURCES, get_resource
@@ -42,7 +51,7 @@ from bulkport.storage import StoredFile
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
 State = Annotated[AppState, Depends(get_state)]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 404, 409, 413, 422)
+    s: {"model": ErrorResponse} for s in (400, 404, 409, 413, 415, 422, 507)
 }
 #: Error entries embedded in a job's status.
 FIRST_ERRORS = 100
@@ -50,6 +59,9 @@ FIRST_ERRORS = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Longest file name kept from an upload (characters).
 MAX_FILE_NAME_CHARS = 255
+#: Longest a cancel waits for the batch in flight to commit (seconds).
+CANCEL_SETTLE_SECONDS = 5.0
+_URL_EXAMPLE = '{"resource": "users", "file_url": "https://example.com/users.csv"}'
 
 
 
@@ -105,9 +117,9 @@ async def create_import(
         raise PayloadTooLarge(
             f"the upload is larger than the limit of {settings.max_upload_bytes} bytes",
             limit_bytes=settings.max_upload_bytes)
-    ctype = request.headers.get("content-type", "").lower()  # media types ignore case
+    ctype = media_type(request)  # media types ignore case
     stored: StoredFile | None = None
-    if ctype.startswith("multipart/form-data"):
+    if ctype == "multipart/form-data":
         # The file streams straight into storage; the fields are checked once it is read.
         upload = await receive_upload(request, state.uploads,
                                       max_bytes=settings.max_upload_bytes)
@@ -121,27 +133,31 @@ async def create_import(
             state.uploads.delete(stored.key)
             raise BadRequest("the uploaded file is empty")
         file_name = _CONTROL.sub("", upload.filename or "")[:MAX_FILE_NAME_CHARS] or None
+        if request_fields["format"] is None:  # told at once, not only once the job runs
+            request_fields["format"] = await run_in_threadpool(
+                _detect_format, state, stored.key, file_name)
         source = {"file_key": stored.key, "file_name": file_name,
                   "file_size_bytes": stored.size, "source_url": None}
         identity = {"sha256": stored.sha256}
-    elif ctype.startswith("application/json"):
-        try:
-            body = ImportByUrl.model_validate_json(await request.body())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(map(str, first["loc"]))
-            raise BadRequest(f"invalid JSON body: {where + ': ' if where else ''}{first['msg']}"
-                             ) from None
+    elif ctype == JSON:
+        body = await read_json(request, ImportByUrl, _URL_EXAMPLE)
         request_fields = _import_params(body.model_dump())
         if _CONTROL.search(body.file_url):
             raise BadRequest("file_url must not contain control characters; percent-encode them")
         url = await run_in_threadpool(check_url, body.file_url, settings)
         # The name comes from the path only: the authority may hold credentials.
-        source = {"file_key": None, "file_name": urlsplit(url).path.rsplit("/", 1)[-1] or None,
-                  "file_size_bytes": None, "source_url": url}
+        url_name = urlsplit(url).path.rsplit("/", 1)[-1] or None
+        source = {"file_key": None, "file_name": url_name, "file_size_bytes": None,
+                  "source_url": url}
+        if request_fields["format"] is None:
+            named = format_from_name(url_name)
+            request_fields["format"] = named.value if named else None
         identity = {"file_url": url}
-    else:
-        raise BadRequest("send multipart/form-data (file upload) or application/json (file_url)")
+    else:  # refused before a byte of the body is read
+        raise UnsupportedMediaType(
+            "send multipart/form-data (file upload) or application/json (file_url), "
+            f"not {request.headers.get('content-type', 'no Content-Type')[:100]}",
+            allowed=["multipart/form-data", JSON])
     values = {**request_fields, **source,
               "idempotency_key": scoped_idempotency_key(request, idempotency_key),
               "request_id": request_id_var.get(),
@@ -185,6 +201,23 @@ def _import_params(params: dict[str, Any]) -> dict[str, Any]:
             "mode": parse_mode(params.get("mode")).value,
             "dry_run": _flag(params, "dry_run", False),
             "wait_for_parents": _flag(params, "wait_for_parents", True)}
+
+
+def _detect_format(state: AppState, key: str, file_name: str | None) -> str | None:
+    """The format the name or the first bytes tell (as the worker will read it), else None.
+
+    A file that cannot be read (a damaged gzip) is left to the worker, which fails
+    the job with a readable reason.
+    """
+    named = format_from_name(file_name)
+    if named is not None:
+        return named.value
+    try:
+        with state.uploads.open_read(key) as raw:
+            head = sniff(open_decompressed(raw, max_bytes=state.settings.max_decompressed_bytes))
+    except (UnreadableFile, OSError, EOFError):
+        return None
+    return format_from_content(head).value if head.strip() else None
 
 
 def _create(state: AppState, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -231,9 +264,34 @@ def get_import(job_id: JobId, state: State) -> JSONResponse:
 @router.post("/{job_id}/cancel", response_model=ImportJob, responses=ERRORS,
              summary="Cancel a pending or processing import")
 def cancel_import(job_id: JobId, state: State) -> JSONResponse:
+    """The reply shows the job as it stays: the batch in flight finishes first."""
     with state.conn() as conn:
         job = STORE.cancel(conn, JobKind.IMPORT, job_id)
-    return JSONResponse(import_job_view(job, []))
+    job = _settled(state, job)
+    with state.conn() as conn:
+        rows = STORE.import_errors(conn, job_id, after_row=0, limit=FIRST_ERRORS)
+    return JSONResponse(import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS]))
+
+
+def _settled(state: AppState, job: dict[str, Any]) -> dict[str, Any]:
+    """The cancelled job once its worker's batch in flight has committed.
+
+    A live worker always has a batch in flight, which still commits after the
+    cancel; waiting for it (at most :data:`CANCEL_SETTLE_SECONDS`) makes the
+    reply's counters the job's final ones. A job no live worker holds has none.
+    """
+    lease = job["lease_expires_at"]
+    if job["owner"] is None or lease is None or lease <= datetime.now(UTC):
+        return job
+    deadline = time.monotonic() + CANCEL_SETTLE_SECONDS
+    now = job
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        with state.conn() as conn:
+            now = STORE.get(conn, JobKind.IMPORT, job["id"])
+        if now["checkpoint"] != job["checkpoint"]:
+            return now
+    return now
 
 
 @router.get("/{job_id}/errors", response_model=ErrorPage,

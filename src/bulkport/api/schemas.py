@@ -77,12 +77,13 @@ def import_job_view(job: dict[str, Any], errors: list[dict[str, Any]],
     end = job["completed_at"] or now
     elapsed = (end - started).total_seconds() if started else None
     processed = job["processed_records"]
-    if status.terminal:
+    share = job["bytes_processed"] / job["file_size_bytes"] if job["file_size_bytes"] else 0.0
+    if status is JobStatus.CANCELLED:
+        progress = min(share, 1.0)  # how far it got: a cancelled job did not finish its file
+    elif status.terminal:
         progress = 1.0
-    elif job["file_size_bytes"]:
-        progress = min(job["bytes_processed"] / job["file_size_bytes"], 0.999)
     else:
-        progress = 0.0
+        progress = min(share, 0.999)
     rate = processed / elapsed if elapsed and processed else None
     eta = None
     if not status.terminal and progress > 0 and elapsed:

@@ -8,7 +8,10 @@ so the upload is written once, hashed on the way, and held to the size limit
 while it streams (the stored file is removed if anything fails).
 
 Form fields (small text parts) may come before or after the file; at most
-:data:`MAX_FIELDS` of at most :data:`MAX_FIELD_BYTES` each, and one file part.
+:data:`MAX_FIELDS` of at most :data:`MAX_FIELD_BYTES` each, each given once, and
+one file part. The envelope is checked before the body is read: a boundary of
+at most :data:`MAX_BOUNDARY_CHARS` characters and a ``charset`` that is a text
+encoding, else a 400.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from bulkport.storage import LocalStorage, StoredFile
 MAX_FIELDS = 10
 #: Longest text field (bytes): every valid value is a few words.
 MAX_FIELD_BYTES = 64 * 1024
+#: Longest multipart boundary (RFC 2046).
+MAX_BOUNDARY_CHARS = 70
 
 
 @dataclass
@@ -70,7 +75,11 @@ class _Parts:
                 "on_headers_finished": self.on_headers_finished}
 
     def decode(self, raw: bytes) -> str:
-        return raw.decode(self.charset, errors="replace")
+        try:
+            return raw.decode(self.charset, errors="replace")
+        except (UnicodeError, LookupError):  # a codec that refuses some input whatever
+            raise BadRequest(f"a form field cannot be read as {self.charset}; "
+                             "send the fields in utf-8") from None
 
     def on_part_begin(self) -> None:
         self.part = _Part()
@@ -114,8 +123,31 @@ class _Parts:
                              f"{MAX_FIELD_BYTES} bytes")
 
     def on_part_end(self) -> None:
-        if not self.part.is_file:
-            self.fields[self.part.name] = self.decode(bytes(self.part.data))
+        if self.part.is_file:
+            return
+        if self.part.name in self.fields:
+            # Which of two values was meant cannot be known: taking either is a guess.
+            raise BadRequest(f"the form field '{self.part.name}' is given twice; send it once")
+        self.fields[self.part.name] = self.decode(bytes(self.part.data))
+
+
+def _charset(raw: bytes | None) -> str:
+    """The text encoding of the form fields: a real text codec, else a 400.
+
+    ``codecs`` also knows bytes-to-bytes codecs (base64, zlib, hex, rot13) and text
+    codecs that cannot replace bad bytes (idna, undefined): decoding a field with
+    those raises, so they are refused here, before the body is read.
+    """
+    if raw is None:
+        return "utf-8"
+    name = raw.decode("latin-1")
+    try:
+        codec = codecs.lookup(name).name
+        b"\xff".decode(codec, errors="replace")
+    except (LookupError, UnicodeError, ValueError):
+        raise BadRequest(f"unsupported charset {name[:50]!r} in the multipart Content-Type; "
+                         "send utf-8 (the default) or another text encoding") from None
+    return codec
 
 
 async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: int,
@@ -125,13 +157,14 @@ async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: 
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
         raise BadRequest("multipart/form-data needs a boundary parameter in Content-Type")
-    charset = params.get(b"charset", b"utf-8").decode("latin-1")
+    if len(boundary) > MAX_BOUNDARY_CHARS:
+        raise BadRequest(f"the multipart boundary is {len(boundary)} characters long; "
+                         f"RFC 2046 allows 1 to {MAX_BOUNDARY_CHARS}")
+    parts = _Parts(file_field, _charset(params.get(b"charset")))
     try:
-        charset = codecs.lookup(charset).name
-    except LookupError:
-        charset = "utf-8"
-    parts = _Parts(file_field, charset)
-    parser = MultipartParser(boundary, parts.callbacks())  # type: ignore[arg-type]
+        parser = MultipartParser(boundary, parts.callbacks())  # type: ignore[arg-type]
+    except FormParserError as exc:
+        raise BadRequest(f"the multipart Content-Type is malformed: {exc}") from None
 
     async def file_chunks() -> AsyncIterator[bytes]:
         try:

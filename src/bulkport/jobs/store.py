@@ -78,6 +78,8 @@ class JobStore:
             # fixed at submit time so that the claim statement needs no resource graph.
             wait = values.get("wait_for_parents", True)
             params["waits_for"] = get_resource(values["resource"]).parents if wait else []
+        if kind is JobKind.EXPORT:
+            params.setdefault("compression", "none")
         job = _one(conn, f"insert_{kind}_job", params)
         if job is not None:
             return job, True

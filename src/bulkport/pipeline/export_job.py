@@ -23,7 +23,7 @@ import psycopg
 
 from bulkport import metrics
 from bulkport.config import Settings
-from bulkport.errors import BadRequest
+from bulkport.errors import BadRequest, no_room
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, Job
 from bulkport.pipeline.export_spec import parse_spec
@@ -49,7 +49,8 @@ class ExportRun:
 
 
 def file_key(job: Job) -> str:
-    return f"export-{job['id']}.{job['format']}"
+    gz = ".gz" if job.get("compression") == "gzip" else ""
+    return f"export-{job['id']}.{job['format']}{gz}"
 
 
 def run_export(run: ExportRun) -> JobStatus | None:
@@ -76,7 +77,8 @@ def run_export(run: ExportRun) -> JobStatus | None:
 
         try:
             with run.connect() as data, tmp.open("wb", buffering=CHUNK_BYTES) as out:
-                records, size = write_export(data, spec, out, keep_going=keep_going)
+                records, size = write_export(data, spec, out, keep_going=keep_going,
+                                             gzip=job.get("compression") == "gzip")
             run.storage.publish(tmp, key)
             metrics.count_records("export", job["resource"], records)
         except Stopped:
@@ -84,6 +86,13 @@ def run_export(run: ExportRun) -> JobStatus | None:
             return None
         except StorageError as exc:
             return _finish(run, book, JobStatus.FAILED, failure_reason=str(exc))
+        except OSError as exc:
+            full = no_room(exc, "the export directory")
+            if full is None:
+                raise
+            # Retrying on a full disk only fills it again: the job fails, readably.
+            log.warning("export %s failed: %s", job["id"], full.message)
+            return _finish(run, book, JobStatus.FAILED, failure_reason=full.message)
         finally:
             tmp.unlink(missing_ok=True)
         expires = datetime.now(UTC) + timedelta(seconds=run.settings.export_ttl_seconds)

@@ -30,6 +30,8 @@ from bulkport.sql.exporting import Condition
 MAX_FILTER_VALUES = 1000
 #: Longest filter value accepted (characters).
 MAX_FILTER_VALUE_CHARS = 1000
+#: Largest ``limit`` of a streaming export (PostgreSQL's bigint).
+MAX_LIMIT = 2**63 - 1
 
 MEDIA_TYPES = {Format.NDJSON: "application/x-ndjson", Format.CSV: "text/csv; charset=utf-8",
                Format.JSON: "application/json"}
@@ -76,6 +78,8 @@ class ExportSpec:
     #: Normalised filters, ``param -> values`` as given (stored with a job).
     filters: dict[str, list[str]]
     conditions: tuple[Condition, ...]
+    #: At most this many rows (the first in id order); ``None``: every row.
+    limit: int | None = None
 
     @property
     def media_type(self) -> str:
@@ -92,14 +96,25 @@ class ExportSpec:
 
 
 def parse_spec(resource: str | None, fmt: str | None, fields: str | Iterable[str] | None,
-               filters: Mapping[str, Any]) -> ExportSpec:
+               filters: Mapping[str, Any], *, limit: str | None = None) -> ExportSpec:
     """Validate an export request; a problem is a :class:`BadRequest` naming what is allowed."""
     if not resource:
         raise BadRequest(f"'resource' is required; use one of: {', '.join(RESOURCES)}",
                          allowed=list(RESOURCES))
     res = get_resource(resource)
     return ExportSpec(res, parse_format(fmt) or Format.NDJSON, _fields(res, fields),
-                      *_filters(res, filters))
+                      *_filters(res, filters), limit=_limit(limit))
+
+
+def _limit(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    value = raw.strip()
+    if (not value.isascii() or not value.isdigit() or len(value) > 19
+            or not 1 <= int(value) <= MAX_LIMIT):
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {raw[:50]!r}",
+                         param="limit")
+    return int(value)
 
 
 def _fields(resource: Resource, fields: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -290,11 +290,11 @@ class CopyStream:
 
         def statements(ranges: list[IdRange]) -> list[sql.Composed]:
             return [export_statement(spec.resource, spec.fields, spec.conditions,
-                                     spec.format.value, r, header=i == 0)
+                                     spec.format.value, r, header=i == 0, limit=spec.limit)
                     for i, r in enumerate(ranges)]
 
         one = [(conn, statements([(None, None)]))]
-        if not self.helpers:
+        if not self.helpers or spec.limit is not None:  # a peek at a few rows: one lane
             return one
         row = conn.execute(table_pages(spec.resource)).fetchone()
         pages = int(row[0]) if row else 0
@@ -481,14 +481,15 @@ def _check_results(pgconn: pq.abc.PGconn) -> None:
 
 def write_export(conn: psycopg.Connection[Any], spec: ExportSpec, out: IO[bytes], *,
                  keep_going: Callable[[], bool] = lambda: True,
-                 check_every_seconds: float = 1.0) -> tuple[int, int]:
-    """Write the export to ``out``; return ``(record_count, bytes_written)``.
+                 check_every_seconds: float = 1.0, gzip: bool = False) -> tuple[int, int]:
+    """Write the export to ``out``, gzipped with ``gzip``; return ``(records, bytes_written)``.
 
     ``keep_going`` is polled about every ``check_every_seconds``; when it says
     no, the query is cancelled and :class:`Stopped` raised.
     """
-    encoder = Encoder(spec.format)
-    statement = export_statement(spec.resource, spec.fields, spec.conditions, spec.format.value)
+    encoder = Encoder(spec.format, gzip=gzip)
+    statement = export_statement(spec.resource, spec.fields, spec.conditions, spec.format.value,
+                                 limit=spec.limit)
     rows = written = 0
     buf = bytearray()
     binary = spec.format is not Format.CSV

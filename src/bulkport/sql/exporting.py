@@ -162,11 +162,12 @@ def id_ranges(bounds: Sequence[str | None]) -> list[IdRange]:
 
 def export_statement(resource: Resource, fields: Sequence[str], conditions: Sequence[Condition],
                      fmt: str, id_range: IdRange = (None, None), *, header: bool = True,
-                     ) -> sql.Composed:
+                     limit: int | None = None) -> sql.Composed:
     """The ``COPY … TO STDOUT`` statement of an export (``fmt`` is ndjson, csv or json).
 
     ``id_range`` restricts it to one range of a split export; ``header=False``
-    leaves out the CSV header (every range but the first).
+    leaves out the CSV header (every range but the first); ``limit`` keeps the
+    first rows in id order.
     """
     first, end = id_range
     conditions = [*conditions,
@@ -176,9 +177,10 @@ def export_statement(resource: Resource, fields: Sequence[str], conditions: Sequ
         sql.SQL("{} AS {}").format(column_expr(resource, name, fmt), sql.Identifier(name))
         for name in fields
     )
-    query = sql.SQL("SELECT {select} FROM {table} x{where} ORDER BY x.id").format(
+    query = sql.SQL("SELECT {select} FROM {table} x{where} ORDER BY x.id{limit}").format(
         select=select, table=sql.Identifier(resource.table),
-        where=where_clause(resource, conditions))
+        where=where_clause(resource, conditions),
+        limit=sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL(""))
     if fmt == "csv":
         return sql.SQL("COPY ({}) TO STDOUT {}").format(
             query, _CSV_COPY if header else _CSV_COPY_NO_HEADER)

@@ -149,9 +149,9 @@ LIMIT %(limit)s;
 
 -- name: insert_export_job
 INSERT INTO export_jobs (id, idempotency_key, fingerprint, request_id, resource, format,
-                         fields, filters)
+                         fields, filters, compression)
 VALUES (%(id)s, %(idempotency_key)s, %(fingerprint)s, %(request_id)s, %(resource)s, %(format)s,
-        %(fields)s, %(filters)s)
+        %(fields)s, %(filters)s, %(compression)s)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING *;
 
