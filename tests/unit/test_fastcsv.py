@@ -52,3 +52,35 @@ def test_fast_path_takes_the_plain_lines() -> None:
     assert fast("u1,foo@bar,Ann,admin,true,,") is None  # left to the general rules
     assert compile_fast_csv(RESOURCES["users"], ["email", "name"]) is None  # no role column
     assert compile_fast_csv(RESOURCES["articles"], ["slug"]) is None  # cross-field rule
+
+
+HOSTILE_CELLS = ["a " * 100_000, "a." * 100_000, "a-" * 100_000, "a@b." * 50_000,
+                 " " * 200_000 + "a", "a" * 200_000]
+
+
+def test_refusing_a_long_line_costs_linear_time() -> None:
+    """A long cell before a cell that fails must not make the regex backtrack (ReDoS).
+
+    The worker runs this pattern on every plain line of an upload, up to
+    MAX_LINE_BYTES (1 MiB) long: a quadratic pattern turns one such line into hours
+    of CPU. Each line here is ~200 KB; linear matching takes about a millisecond.
+    """
+    import time
+
+    covered = []
+    for name, resource in RESOURCES.items():
+        columns = [f.name for f in resource.fields]
+        fast = compile_fast_csv(resource, columns)
+        if fast is None:  # a resource with cross-field rules has no fast path
+            continue
+        covered.append(name)
+        for i in range(len(columns) - 1):
+            for cell in HOSTILE_CELLS:
+                cells = ["x"] * len(columns)
+                cells[i] = cell
+                cells[-1] = "not,valid\\"  # a backslash: no cell pattern accepts it
+                started = time.perf_counter()
+                assert fast(",".join(cells)) is None
+                elapsed = time.perf_counter() - started
+                assert elapsed < 0.5, (name, columns[i], cell[:8], elapsed)
+    assert covered == ["users", "comments"]
