@@ -44,7 +44,10 @@ new MutationObserver((records) => {
 """
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop running in
+# the main thread while it is open, and every later test calling asyncio.run() would
+# fail ("cannot be called from a running event loop").
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.is_file():  # a missing browser fails the suite; it never skips
         raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test does)")
@@ -52,7 +55,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     b = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
     try:
