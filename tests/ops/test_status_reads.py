@@ -4,7 +4,9 @@
 PostgreSQL on a busy machine: the pool's probe of the connection at checkout,
 the job, then its first errors (bench/README.md, "Status reads"). Now the pool
 probes only a connection that may be dead, and the job comes with its first
-errors in one query; the import list and export status lose the probe too.
+errors in one query (or without them, when the API holds them encoded and the
+job has not changed since); the import list and export status lose the probe
+too.
 The round trips are counted with libpq's own protocol trace (``PQtrace``) of
 every connection of the app's pools: a count that does not depend on timing,
 so the test cannot flake on a busy machine.
@@ -111,6 +113,11 @@ def test_polled_reads_take_one_round_trip(clean_db: str, app_client: AppClient,
             counts = [round_trips(client, tmp_path, lambda p=path: client.get(p))
                       for _ in range(3)]
             assert counts == [1, 1, 1], path
+        # The import status reads above were answered with the cached first errors
+        # (api/first_errors.py): the cache keeps the query to one round trip too.
+        cache = client.app.state.bulkport.first_errors  # type: ignore[attr-defined]
+        held = cache.get(import_id)
+        assert held is not None and held.error_records == 3
 
 
 def test_reads_never_get_a_connection_the_server_closed(clean_db: str, app_client: AppClient,

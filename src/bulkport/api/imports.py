@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bulkport.api.errors import request_id_var
+from bulkport.api.first_errors import known
 from bulkport.api.jsonbody import JSON, media_type, read_json
 from bulkport.api.params import IdempotencyKey, JobId, list_cursor
 from bulkport.api.responses import JSONResponse
@@ -254,11 +255,12 @@ def list_imports(
 
 @router.get("/{job_id}", response_model=ImportJob, responses=ERRORS, summary="Import status")
 def get_import(job_id: JobId, state: State) -> JSONResponse:
-    with state.conn() as conn:  # one query: the job and its first errors
-        job = STORE.import_status(conn, job_id, first_errors=FIRST_ERRORS)
+    held = state.first_errors.get(job_id)
+    with state.conn() as conn:  # one query: the job, and its first errors unless held
+        job = STORE.import_status(conn, job_id, first_errors=FIRST_ERRORS, known=known(held))
         waiting = STORE.waiting_for(conn, [job])  # no query unless the job is pending
-    return JSONResponse(import_job_view(job, flatten_errors(job["first_errors"])[:FIRST_ERRORS],
-                                        waiting.get(job_id)))
+    errors = state.first_errors.resolve(job, held, flatten_errors, FIRST_ERRORS)
+    return JSONResponse(import_job_view(job, errors, waiting.get(job_id)))
 
 
 @router.post("/{job_id}/cancel", response_model=ImportJob, responses=ERRORS,

@@ -69,7 +69,7 @@ class ErrorPage(BaseModel):
     next_cursor: str | None
 
 
-def import_job_view(job: dict[str, Any], errors: list[dict[str, Any]],
+def import_job_view(job: dict[str, Any], errors: list[dict[str, Any]] | orjson.Fragment,
                     waiting_for: list[str] | None = None) -> dict[str, Any]:
     status = JobStatus(job["status"])
     now = datetime.now(UTC)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from fastapi import Request
 from psycopg_pool import ConnectionPool
 
+from bulkport.api.first_errors import FirstErrorsCache
 from bulkport.config import Settings
 from bulkport.storage import LocalStorage
 
@@ -25,6 +26,8 @@ class AppState:
     url: str
     pool: ConnectionPool[psycopg.Connection[Any]]
     uploads: LocalStorage
+    #: Encoded first error entries of import jobs, between status reads.
+    first_errors: FirstErrorsCache = field(default_factory=FirstErrorsCache)
 
     @contextmanager
     def conn(self) -> Iterator[psycopg.Connection[Any]]:

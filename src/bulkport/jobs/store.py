@@ -106,13 +106,18 @@ class JobStore:
             "after_created": after[0] if after else None, "after_id": after[1] if after else None,
         })
 
-    def import_status(self, conn: Conn, job_id: str, *, first_errors: int) -> Job:
+    def import_status(self, conn: Conn, job_id: str, *, first_errors: int,
+                      known: dict[str, Any] | None = None) -> Job:
         """The import job with ``first_errors``: its first error records' ``row`` and ``errors``.
 
         One round trip, where the job then its errors took two (bench/README.md,
-        "Status reads").
+        "Status reads"). ``known`` (``known_records``, ``known_updated_at``) is the
+        version of the errors the caller holds: when the job is still at it,
+        ``first_errors`` is ``None`` and PostgreSQL reads no error record.
         """
-        job = _one(conn, "get_import_status", {"id": job_id, "limit": first_errors})
+        params = {"known_records": None, "known_updated_at": None, **(known or {}),
+                  "id": job_id, "limit": first_errors}
+        job = _one(conn, "get_import_status", params)
         return _found(job, JobKind.IMPORT, job_id)
 
     def cancel(self, conn: Conn, kind: JobKind, job_id: str) -> Job:
@@ -197,8 +202,10 @@ class JobStore:
         return JobStatus(row["status"])
 
     def reset_import_progress(self, conn: Conn, job_id: str, owner: str) -> None:
-        conn.execute(QUERIES["reset_import_progress"], {"id": job_id, "owner": owner})
+        # Errors first: the reset's new updated_at then marks every reader's cached
+        # first errors stale (api/first_errors.py), even outside a transaction.
         conn.execute(QUERIES["delete_import_errors"], {"id": job_id})
+        conn.execute(QUERIES["reset_import_progress"], {"id": job_id, "owner": owner})
 
     def finish(self, conn: Conn, kind: JobKind, job_id: str, owner: str, status: JobStatus,
                failure_reason: str | None = None, **extra: Any) -> Job | None:

@@ -29,12 +29,15 @@ LIMIT %(limit)s;
 -- name: get_import_status
 -- What GET /v1/imports/{id} shows, in one round trip: the job and its first error
 -- records as [{"row", "errors"}, ...] in row order (the records themselves stay unread).
-SELECT j.*, (
+-- first_errors is NULL when the caller already holds them: the job's version
+-- (error_records, updated_at) is the one it sends (api/first_errors.py).
+SELECT j.*, CASE WHEN j.error_records = %(known_records)s
+                  AND j.updated_at = %(known_updated_at)s THEN NULL ELSE (
     SELECT coalesce(jsonb_agg(jsonb_build_object('row', e.row, 'errors', e.errors)
                               ORDER BY e.row), '[]'::jsonb)
     FROM (SELECT row, errors FROM import_errors WHERE job_id = j.id
           ORDER BY row LIMIT %(limit)s) e
-) AS first_errors
+) END AS first_errors
 FROM import_jobs j WHERE j.id = %(id)s;
 
 -- name: cancel_import_job
