@@ -24,11 +24,8 @@ Usage: ``python bench/bench_console.py [--rows N] [--flaw-rate 0.05] [--workers 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +41,7 @@ from bench_import import (
     make_files,
     percentile,
     postgres,
+    run_in_work_dir,
 )
 
 #: The job page's update interval (static/js/ui.js POLL_MS) and error-table page size.
@@ -133,15 +131,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bulkport-bench-console-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        result = run(args, work)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result))
+    run_in_work_dir(parse_args(argv), run, "bulkport-bench-console-")
 
 
 if __name__ == "__main__":

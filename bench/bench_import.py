@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -511,9 +511,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bulkport-bench-"))
+def run_in_work_dir(args: argparse.Namespace, run: Callable[[argparse.Namespace, Path], Any],
+                    prefix: str) -> None:
+    """Run one benchmark in ``--work-dir`` (else a temporary one, removed unless ``--keep``)
+    and print its result as one JSON line: the shared ``main`` of the bench scripts."""
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix=prefix))
     work.mkdir(parents=True, exist_ok=True)
     try:
         result = run(args, work)
@@ -521,6 +523,10 @@ def main(argv: list[str] | None = None) -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_in_work_dir(parse_args(argv), run, "bulkport-bench-")
 
 
 if __name__ == "__main__":

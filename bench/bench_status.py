@@ -31,11 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import resource
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +45,7 @@ from bench_import import (
     create_database,
     percentile,
     postgres,
+    run_in_work_dir,
 )
 
 from bulkport.gen import GenConfig, build_mix, generate
@@ -237,15 +235,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bulkport-bench-status-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        result = run(args, work)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result))
+    run_in_work_dir(parse_args(argv), run, "bulkport-bench-status-")
 
 
 if __name__ == "__main__":
