@@ -78,6 +78,11 @@ class JobStore:
             # fixed at submit time so that the claim statement needs no resource graph.
             wait = values.get("wait_for_parents", True)
             params["waits_for"] = get_resource(values["resource"]).parents if wait else []
+            # Reading options (docs/imports.md): NULL when not given.
+            cmap = values.get("column_map")
+            params["column_map"] = Jsonb(cmap) if cmap is not None else None
+            params.setdefault("delimiter", None)
+            params.setdefault("encoding", None)
         if kind is JobKind.EXPORT:
             params.setdefault("compression", "none")
         job = _one(conn, f"insert_{kind}_job", params)

@@ -31,7 +31,7 @@ from bulkport.config import Settings
 from bulkport.errors import Terminal, UnreadableFile
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, Job
-from bulkport.pipeline import formats
+from bulkport.pipeline import formats, headers
 from bulkport.pipeline.load import Loader
 from bulkport.pipeline.types import PreparedBatch, RawRecord, Rejected
 from bulkport.pipeline.validate import BatchPreparer, Mode
@@ -108,7 +108,18 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
             raise UnreadableFile("the file is empty")
         fmt = (formats.parse_format(job["format"]) or formats.format_from_name(job["file_name"])
                or formats.format_from_content(head))
-        columns, records = formats.read_records(stream, fmt, max_line_bytes=settings.max_line_bytes)
+        column_map = job.get("column_map")
+        source = formats.open_source(
+            stream, fmt, max_line_bytes=settings.max_line_bytes,
+            delimiter=job.get("delimiter") or formats.delimiter_from_name(job["file_name"]),
+            score=headers.scorer(resource, column_map))
+        columns, records = source.columns, source.records
+        fields = None
+        if columns is not None:
+            # A header that cannot feed every required field fails the job at once,
+            # instead of rejecting every record for the same reason.
+            fields = headers.match_columns(columns, resource, column_map)
+            headers.check_required(columns, fields, resource)
         STORE.set_import_source(book, job["id"], run.owner, fmt=fmt.value, columns=columns,
                                 file_key=file_key, file_size_bytes=job["file_size_bytes"])
         if job["dry_run"] and job["checkpoint"]:
@@ -118,7 +129,9 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
         with run.connect() as data:
             loader = Loader(data, resource, job["mode"])
             preparer = BatchPreparer(resource, Mode(job["mode"]), columns,
-                                     loader.insert_defaults())
+                                     loader.insert_defaults(), fields=fields,
+                                     column_map=column_map,
+                                     delimiter=source.delimiter or ",")
             batches = _prefetch(_prepare(records, preparer, raw, job["checkpoint"],
                                          settings.batch_size))
             status = _load_batches(run, batches, preparer, loader, data, book)
