@@ -79,6 +79,13 @@ class MissingRequiredFields(UnreadableFile):
     status_code = 422
 
 
+class UnprocessableFile(BulkportError):
+    """The file sent for a preview cannot be read (as its import would fail)."""
+
+    code = "unreadable_file"
+    status_code = 422
+
+
 class FetchFailed(Terminal):
     """The remote file could not be downloaded."""
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from bulkport.api.state import AppState
 from bulkport.errors import BadRequest, UnreadableFile
 from bulkport.pipeline.csvreader import parse_delimiter
+from bulkport.pipeline.encodings import head_as_utf8, parse_encoding
 from bulkport.pipeline.formats import (
     HEADER_BLOCK_BYTES,
     delimiter_from_name,
@@ -37,6 +38,10 @@ DELIMITER = ("CSV delimiter: , ; | or tab (also: comma, semicolon, pipe, tab); d
              "from the header line when absent")
 
 
+ENCODING = ("Text encoding of the file: utf-8 (default), utf-16, utf-16le, utf-16be, utf-32, "
+            "latin-1, cp1252, iso-8859-15; a byte-order mark wins over it")
+
+
 class ImportByUrl(BaseModel):
     resource: str
     file_url: str
@@ -47,6 +52,7 @@ class ImportByUrl(BaseModel):
     column_map: dict[str, str] | None = Field(None, description=COLUMN_MAP,
                                               examples=[{"E-mail": "email"}])
     delimiter: str | None = Field(None, description=DELIMITER)
+    encoding: str | None = Field(None, description=ENCODING)
 
 
 UPLOAD_DOC = {
@@ -60,6 +66,7 @@ UPLOAD_DOC = {
                     "resource": {"type": "string", "enum": list(RESOURCES)},
                     "format": {"type": "string", "enum": ["csv", "tsv", "ndjson", "json"]},
                     "delimiter": {"type": "string", "description": DELIMITER},
+                    "encoding": {"type": "string", "description": ENCODING},
                     "mode": {"type": "string", "enum": ["insert", "upsert"]},
                     "dry_run": {"type": "boolean"},
                     "wait_for_parents": {"type": "boolean", "default": True,
@@ -84,7 +91,7 @@ def request_identity(request_fields: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Reading options of an import: part of the fingerprint only when given.
-_OPTIONS = frozenset({"column_map", "delimiter"})
+_OPTIONS = frozenset({"column_map", "delimiter", "encoding"})
 
 
 def _flag(params: dict[str, Any], name: str, default: bool) -> bool:
@@ -112,7 +119,8 @@ def import_params(params: dict[str, Any]) -> dict[str, Any]:
             "dry_run": _flag(params, "dry_run", False),
             "wait_for_parents": _flag(params, "wait_for_parents", True),
             "column_map": parse_column_map(params.get("column_map"), res),
-            "delimiter": delimiter or tab}
+            "delimiter": delimiter or tab,
+            "encoding": parse_encoding(params.get("encoding"))}
 
 
 def check_header(state: AppState, key: str, request_fields: dict[str, Any],
@@ -126,7 +134,8 @@ def check_header(state: AppState, key: str, request_fields: dict[str, Any],
                          HEADER_BLOCK_BYTES)
     except (UnreadableFile, OSError, EOFError):
         return  # left to the worker, which fails the job with the reason
-    check_head(head, get_resource(request_fields["resource"]), request_fields["column_map"],
+    check_head(head_as_utf8(head, request_fields["encoding"]),
+               get_resource(request_fields["resource"]), request_fields["column_map"],
                request_fields["delimiter"] or delimiter_from_name(file_name))
 
 

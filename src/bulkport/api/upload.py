@@ -151,8 +151,12 @@ def _charset(raw: bytes | None) -> str:
 
 
 async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: int,
-                         file_field: str = "file") -> Upload:
-    """Parse a multipart request, storing its file part; 400 when there is no file part."""
+                         file_field: str = "file", keep_bytes: int | None = None) -> Upload:
+    """Parse a multipart request, storing its file part; 400 when there is no file part.
+
+    With ``keep_bytes``, only the file's first ``keep_bytes`` bytes are stored (the
+    rest of the body is read and dropped): a preview needs only the beginning.
+    """
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
@@ -166,12 +170,22 @@ async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: 
     except FormParserError as exc:
         raise BadRequest(f"the multipart Content-Type is malformed: {exc}") from None
 
+    room = [keep_bytes if keep_bytes is not None else -1]
+
+    def kept(chunk: bytes) -> bytes:
+        if room[0] < 0:
+            return chunk
+        chunk = chunk[:room[0]]
+        room[0] -= len(chunk)
+        return chunk
+
     async def file_chunks() -> AsyncIterator[bytes]:
         try:
             async for chunk in request.stream():
                 parser.write(chunk)
                 while parts.file_bytes:
-                    yield parts.file_bytes.popleft()
+                    if part := kept(parts.file_bytes.popleft()):
+                        yield part
             parser.finalize()
         except FormParserError as exc:
             raise BadRequest(f"the multipart body is malformed: {exc}") from None
@@ -179,7 +193,8 @@ async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: 
             raise BadRequest("the multipart body ends before its closing boundary; "
                              "the upload was cut short")
         while parts.file_bytes:
-            yield parts.file_bytes.popleft()
+            if part := kept(parts.file_bytes.popleft()):
+                yield part
 
     stored = await storage.save_async(file_chunks(), max_bytes=max_bytes)
     if parts.files == 0:

@@ -66,6 +66,14 @@ def parse_column_map(value: Any, resource: Resource) -> dict[str, str] | None:
     return dict(value)
 
 
+def field_for(name: str, resource: Resource, column_map: dict[str, str] | None) -> str | None:
+    """The field one column (or JSON key) feeds, by the rules of :func:`match_columns`."""
+    mapped = column_map or {}
+    norm = normalise(name)
+    target = mapped.get(name) or {normalise(k): v for k, v in mapped.items()}.get(norm)
+    return target or {normalise(f.name): f.name for f in resource.fields}.get(norm)
+
+
 def match_columns(columns: Sequence[str], resource: Resource,
                   column_map: dict[str, str] | None = None) -> list[str | None]:
     """The field each column feeds (``None``: ignored), in column order.
@@ -141,9 +149,11 @@ def check_required(columns: Sequence[str], fields: Sequence[str | None],
     hint = (f"; send column_map {orjson.dumps(suggestion).decode()}" if suggestion
             else f"; name the columns after the fields ({', '.join(resource.column_names)}) "
                  "or send a column_map")
+    # The message becomes a job's failure_reason: PostgreSQL text cannot hold NUL.
+    shown = ", ".join(columns).replace("\x00", "\ufffd")
     raise MissingRequiredFields(
         f"the CSV header has no column for the required field(s) {', '.join(missing)} "
-        f"of {resource.name} (headers: {', '.join(columns)}){hint}",
+        f"of {resource.name} (headers: {shown}){hint}",
         missing=missing, headers=list(columns), suggested_column_map=suggestion)
 
 
@@ -159,6 +169,8 @@ def check_head(head: bytes, resource: Resource, column_map: dict[str, str] | Non
     if found is None or not any(found[0]):
         return
     columns = found[0]
+    if any("\x00" in c for c in columns):
+        return  # binary, or UTF-16 without its mark: the worker says what it looks like
     try:
         fields = match_columns(columns, resource, column_map)
     except UnreadableFile:

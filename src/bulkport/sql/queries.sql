@@ -75,7 +75,9 @@ RETURNING status;
 -- name: set_import_source
 UPDATE import_jobs
 SET format = %(format)s, columns = %(columns)s, file_key = %(file_key)s,
-    file_size_bytes = %(file_size_bytes)s, updated_at = now()
+    file_size_bytes = %(file_size_bytes)s,
+    delimiter = coalesce(%(delimiter)s, delimiter),
+    encoding_hint = coalesce(%(encoding_hint)s, encoding_hint), updated_at = now()
 WHERE id = %(id)s AND owner = %(owner)s;
 
 -- name: commit_import_batch
