@@ -55,7 +55,7 @@ class ImportByUrl(BaseModel):
     encoding: str | None = Field(None, description=ENCODING)
 
 
-UPLOAD_DOC = {
+UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {

@@ -7,6 +7,8 @@ preview, so both read a file exactly alike (docs/imports.md, "Encodings",
 
 from __future__ import annotations
 
+import contextlib
+import zlib
 from dataclasses import dataclass
 from typing import IO
 
@@ -52,6 +54,20 @@ class Reading:
                                         **exc.details) from None
 
 
+def _hint(stream: IO[bytes]) -> str | None:
+    """The encoding hint from the first block; None when the block cannot be read (the
+    reader then fails the job with the reason, e.g. a truncated gzip)."""
+    pos = stream.tell()
+    try:
+        block = formats.sniff(stream, formats.HEADER_BLOCK_BYTES)
+    except UnreadableFile:
+        with contextlib.suppress(OSError, EOFError, zlib.error):
+            stream.seek(pos)
+        return None
+    guessed = encodings.guess(block)
+    return encodings.hint_message(guessed) if guessed else None
+
+
 def open_reading(stream: IO[bytes], resource: Resource, *, declared_format: str | None,
                  file_name: str | None, delimiter: str | None, encoding: str | None,
                  column_map: dict[str, str] | None, max_line_bytes: int) -> Reading:
@@ -68,8 +84,7 @@ def open_reading(stream: IO[bytes], resource: Resource, *, declared_format: str 
         stream = encodings.as_utf8(stream, codec)
         head = formats.sniff(stream)
     elif bom is None and encoding is None:
-        guessed = encodings.guess(formats.sniff(stream, formats.HEADER_BLOCK_BYTES))
-        hint = encodings.hint_message(guessed) if guessed else None
+        hint = _hint(stream)
     fmt = (formats.parse_format(declared_format) or formats.format_from_name(file_name)
            or formats.format_from_content(head))
     try:
