@@ -63,6 +63,8 @@ class _Parts:
         self.filename: str | None = None
         self.files = 0
         self.file_bytes: deque[bytes] = deque()
+        #: Bytes of the file part still to keep (None: all of it).
+        self.file_room: int | None = None
         self.part = _Part()
         self.header_name = bytearray()
         self.header_value = bytearray()
@@ -115,7 +117,13 @@ class _Parts:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.part.is_file:
-            self.file_bytes.append(data[start:end])
+            room = self.file_room
+            if room is None:
+                self.file_bytes.append(data[start:end])
+            elif room > 0:  # only the beginning is kept: the rest is not even copied
+                end = min(end, start + room)
+                self.file_bytes.append(data[start:end])
+                self.file_room = room - (end - start)
             return
         self.part.data += data[start:end]
         if len(self.part.data) > MAX_FIELD_BYTES:
@@ -170,22 +178,13 @@ async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: 
     except FormParserError as exc:
         raise BadRequest(f"the multipart Content-Type is malformed: {exc}") from None
 
-    room = [keep_bytes if keep_bytes is not None else -1]
-
-    def kept(chunk: bytes) -> bytes:
-        if room[0] < 0:
-            return chunk
-        chunk = chunk[:room[0]]
-        room[0] -= len(chunk)
-        return chunk
-
+    parts.file_room = keep_bytes
     async def file_chunks() -> AsyncIterator[bytes]:
         try:
             async for chunk in request.stream():
                 parser.write(chunk)
                 while parts.file_bytes:
-                    if part := kept(parts.file_bytes.popleft()):
-                        yield part
+                    yield parts.file_bytes.popleft()
             parser.finalize()
         except FormParserError as exc:
             raise BadRequest(f"the multipart body is malformed: {exc}") from None
@@ -193,8 +192,7 @@ async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: 
             raise BadRequest("the multipart body ends before its closing boundary; "
                              "the upload was cut short")
         while parts.file_bytes:
-            if part := kept(parts.file_bytes.popleft()):
-                yield part
+            yield parts.file_bytes.popleft()
 
     stored = await storage.save_async(file_chunks(), max_bytes=max_bytes)
     if parts.files == 0:
