@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="BULKPORT_BATCH_SIZE for the server (default: the server's default)")
+    p.add_argument("--delimiter", choices=(",", ";", "tab", "|"), default=",",
+                   help="users only: the generated CSV rewritten with this delimiter "
+                        "(detected by the server from the header)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--work-dir", type=Path, default=None,
                    help="where files, PostgreSQL and the server's data go (default: a temp dir)")
@@ -135,9 +138,23 @@ def make_files(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     else:
         files["import"] = work / "clean" / name
         files["expected"] = clean[args.resource]
+    if args.delimiter != ",":
+        if args.resource != "users":
+            raise SystemExit("--delimiter applies to the users CSV only")
+        files["import"] = rewrite_delimited(files["import"], work / "delimited" / "users.csv",
+                                            "\t" if args.delimiter == "tab" else args.delimiter)
     files["users_count"] = users if args.resource == "articles" else 0
     files["gen_seconds"] = round(time.perf_counter() - started, 2)
     return files
+
+
+def rewrite_delimited(src: Path, dst: Path, delimiter: str) -> Path:
+    """The CSV file ``src`` with another delimiter (quoting as RFC 4180 needs it)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with src.open(encoding="utf-8", newline="") as fin, \
+            dst.open("w", encoding="utf-8", newline="") as fout:
+        csv.writer(fout, delimiter=delimiter, lineterminator="\n").writerows(csv.reader(fin))
+    return dst
 
 
 def ndjson_to_copy_csv(src: Path, dst: Path) -> Path:
@@ -480,7 +497,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     processing = job_seconds(job)
     return {
         "bench": "import", "resource": args.resource, "rows": args.rows,
-        "flaw_rate": args.flaw_rate, "workers": args.workers,
+        "flaw_rate": args.flaw_rate, "delimiter": args.delimiter, "workers": args.workers,
         "batch_size": args.batch_size, "users_preloaded": files["users_count"],
         "file_mib": round(files["import"].stat().st_size / MIB, 1),
         "copy_seconds": round(copy_seconds, 2), "copy_rows_per_sec": round(copy_rate),

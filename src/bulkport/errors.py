@@ -72,6 +72,20 @@ class UnreadableFile(Terminal):
     code = "unreadable_file"
 
 
+class MissingRequiredFields(UnreadableFile):
+    """The CSV header, once matched to the resource's fields, lacks a required field."""
+
+    code = "missing_required_fields"
+    status_code = 422
+
+
+class UnprocessableFile(BulkportError):
+    """The file sent for a preview cannot be read (as its import would fail)."""
+
+    code = "unreadable_file"
+    status_code = 422
+
+
 class FetchFailed(Terminal):
     """The remote file could not be downloaded."""
 

@@ -156,7 +156,7 @@ def test_unknown_resource(http: httpx.Client) -> None:
 
 def test_unknown_format(http: httpx.Client) -> None:
     body = assert_error(post_file(http, good_file(), format="xml"), 400, "bad_request", "xml")
-    assert body["details"]["allowed"] == ["csv", "ndjson", "json"]
+    assert body["details"]["allowed"] == ["csv", "ndjson", "json", "tsv"]
 
 
 def test_unknown_mode(http: httpx.Client) -> None:
@@ -337,11 +337,17 @@ def test_not_utf8(srv: ServerProcess, http: httpx.Client) -> None:
     job = run_job(srv, http, "\xe9mail,name,role\n".encode("latin-1") + b"a@b.co,n,reader\n",
                   "latin1-header.csv")
     assert job["status"] == "failed" and "UTF-8" in job["failure_reason"]
+    assert "encoding=cp1252" in job["failure_reason"]
 
-    # UTF-16 is not UTF-8 either: the header cannot be read.
-    job = run_job(srv, http, "email,name,role\na@b.co,n,reader\n".encode("utf-16"),
+    # UTF-16 with its byte-order mark is read as UTF-16 (docs/imports.md, "Encodings");
+    # without the mark it is not UTF-8 either: the header cannot be read.
+    job = run_job(srv, http, f"email,name,role\nu16-{tag}@b.co,n,reader\n".encode("utf-16"),
+                  "utf16.csv")
+    assert (job["status"], job["successful_records"]) == ("completed", 1), job
+    job = run_job(srv, http, "email,name,role\na@b.co,n,reader\n".encode("utf-16-le"),
                   "utf16.csv")
     assert job["status"] == "failed"
+    assert "utf-16-le" in job["encoding_hint"]
     assert_still_serving(srv, http)
 
 
@@ -404,10 +410,13 @@ def test_records_that_cannot_be_parsed(srv: ServerProcess, http: httpx.Client) -
     assert job["successful_records"] == 1 and job["error_records"] == 1
     assert "skipped" in all_errors(http, job["job_id"])[0]["message"]
 
-    # Random bytes declared as CSV.
+    # Random bytes declared as CSV (a header holding NUL: judged by the worker).
     noise = bytes(range(256)) * 64
     job = run_job(srv, http, noise, "noise.csv")
     assert job["status"] in ("failed", "completed_with_errors")
+    # Printable noise: its "header" has none of the fields.
+    assert_error(post_file(http, (bytes(range(32, 127)) + b"\n") * 64, "noise.csv"), 422,
+                 "missing_required_fields")
     assert_still_serving(srv, http)
 
 

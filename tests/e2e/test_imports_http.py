@@ -555,7 +555,7 @@ def test_list_filters_limit_and_cursor(srv: ServerProcess, http: httpx.Client) -
     for i in range(5):
         created.append(run(srv, http, ndjson(*_users(f"list{i}", 1)), "u.ndjson", "users"))
     created.append(run(srv, http, ndjson({"id": "x"}), "c.ndjson", "comments"))
-    failed = run(srv, http, b"id,email\n", "h.csv", "users")
+    failed = run(srv, http, b"id,email,name,role\n", "h.csv", "users")
     assert failed["status"] == "failed"
 
     everything = http.get("/v1/imports", params={"limit": 100}).json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,13 +20,13 @@ CELLS = st.one_of(
 )
 
 
-def _check(resource: str, columns: list[str], cells: list[str]) -> None:
-    line = ",".join(cells)
-    fast = compile_fast_csv(RESOURCES[resource], columns)
+def _check(resource: str, columns: list[str], cells: list[str], d: str = ",") -> None:
+    line = d.join(cells)
+    fast = compile_fast_csv(RESOURCES[resource], columns, d)
     assert fast is not None
     got = fast(line)
     if got is not None:
-        values, problems = compile_validator(RESOURCES[resource], columns)(line.split(","))
+        values, problems = compile_validator(RESOURCES[resource], columns)(line.split(d))
         assert problems is None, (line, problems)
         assert got == values, line
 
@@ -34,6 +36,24 @@ def _check(resource: str, columns: list[str], cells: list[str]) -> None:
 def test_users_fast_path_agrees(cells: list[str]) -> None:
     _check("users", ["id", "email", "name", "role", "active", "created_at", "updated_at",
                      "ignored"], cells)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(CELLS | st.sampled_from([";", "|", "a;b", "a|b", "a,b", "x@y.z;"]),
+                min_size=8, max_size=8), st.sampled_from([";", "\t", "|"]))
+def test_users_fast_path_agrees_with_other_delimiters(cells: list[str], d: str) -> None:
+    _check("users", ["id", "email", "name", "role", "active", "created_at", "updated_at",
+                     "ignored"], cells, d)
+
+
+def test_other_delimiters_take_the_plain_lines() -> None:
+    columns = ["id", "email", "name", "role", "", "created_at"]
+    for d in (";", "\t", "|"):
+        fast = compile_fast_csv(RESOURCES["users"], columns, d)
+        assert fast is not None
+        line = d.join(["u1", "a@b.co", "Doe, Ann", "admin", "ignored, x", ""])
+        assert fast(line) == ["u1", "a@b.co", "Doe, Ann", "admin", "\\N", "\\N", "\\N"], d
+        assert fast(line.replace("a@b.co", "a" + d + "b.co")) is None
 
 
 @settings(max_examples=300, deadline=None)
@@ -68,9 +88,9 @@ def test_refusing_a_long_line_costs_linear_time() -> None:
     import time
 
     covered = []
-    for name, resource in RESOURCES.items():
+    for (name, resource), d in itertools.product(RESOURCES.items(), (",", ";", "|")):
         columns = [f.name for f in resource.fields]
-        fast = compile_fast_csv(resource, columns)
+        fast = compile_fast_csv(resource, columns, d)
         if fast is None:  # a resource with cross-field rules has no fast path
             continue
         covered.append(name)
@@ -80,7 +100,7 @@ def test_refusing_a_long_line_costs_linear_time() -> None:
                 cells[i] = cell
                 cells[-1] = "not,valid\\"  # a backslash: no cell pattern accepts it
                 started = time.perf_counter()
-                assert fast(",".join(cells)) is None
+                assert fast(d.join(cells)) is None
                 elapsed = time.perf_counter() - started
                 assert elapsed < 0.5, (name, columns[i], cell[:8], elapsed)
-    assert covered == ["users", "comments"]
+    assert covered == ["users"] * 3 + ["comments"] * 3

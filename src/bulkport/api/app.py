@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from bulkport import __version__, db
-from bulkport.api import exports, health, imports, metrics
+from bulkport.api import exports, health, imports, metrics, preview
 from bulkport.api.bodylimit import BodyLimitMiddleware
 from bulkport.api.errors import RequestIdMiddleware, install_error_handlers
 from bulkport.api.observe import ObserveMiddleware
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
     app.include_router(health.router)
     app.include_router(metrics.router)
     document_security(app)
+    app.include_router(preview.router)
     app.include_router(imports.router)
     app.include_router(exports.router)
     console.install(app)

@@ -12,11 +12,18 @@ from urllib.parse import urlsplit
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bulkport.api.errors import request_id_var
 from bulkport.api.first_errors import known
+from bulkport.api.import_params import (
+    UPLOAD_DOC,
+    ImportByUrl,
+    check_header,
+    detect_format,
+    import_params,
+    request_identity,
+)
 from bulkport.api.jsonbody import JSON, media_type, read_json
 from bulkport.api.params import IdempotencyKey, JobId, list_cursor
 from bulkport.api.responses import JSONResponse
@@ -33,20 +40,15 @@ from bulkport.api.schemas import (
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
 from bulkport.api.upload import receive_upload
-from bulkport.errors import BadRequest, PayloadTooLarge, UnreadableFile, UnsupportedMediaType
+from bulkport.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.pipeline.fetch import check_url
 from bulkport.pipeline.formats import (
-    format_from_content,
     format_from_name,
-    open_decompressed,
-    parse_format,
-    sniff,
 )
 from bulkport.pipeline.rejects import csv_download
-from bulkport.pipeline.validate import parse_mode
-from bulkport.resources import RESOURCES, get_resource
+from bulkport.resources import get_resource
 from bulkport.storage import StoredFile
 
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
@@ -67,47 +69,11 @@ _URL_EXAMPLE = '{"resource": "users", "file_url": "https://example.com/users.csv
 
 
 
-WAIT_FOR_PARENTS = ("Start only once the earlier-submitted imports of the resources this one "
-                    "references have ended (load order users, articles, comments); false "
-                    "starts at once")
-
-
-class ImportByUrl(BaseModel):
-    resource: str
-    file_url: str
-    format: str | None = None
-    mode: str | None = None
-    dry_run: bool = False
-    wait_for_parents: bool = Field(True, description=WAIT_FOR_PARENTS)
-
-
-_UPLOAD_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["file", "resource"],
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "resource": {"type": "string", "enum": list(RESOURCES)},
-                    "format": {"type": "string", "enum": ["csv", "ndjson", "json"]},
-                    "mode": {"type": "string", "enum": ["insert", "upsert"]},
-                    "dry_run": {"type": "boolean"},
-                    "wait_for_parents": {"type": "boolean", "default": True,
-                                         "description": WAIT_FOR_PARENTS},
-                },
-            }},
-            "application/json": {"schema": ImportByUrl.model_json_schema()},
-        },
-    },
-}
-
-
 @router.post("", status_code=202, response_model=ImportJob,
              responses=ERRORS | {200: {"model": ImportJob, "description":
                                        "The job an earlier request with the same "
                                        "Idempotency-Key created"}},
-             openapi_extra=_UPLOAD_DOC, summary="Start an import (upload or file_url)")
+             openapi_extra=UPLOAD_DOC, summary="Start an import (upload or file_url)")
 async def create_import(
     request: Request, state: State,
     idempotency_key: IdempotencyKey = None,
@@ -126,7 +92,7 @@ async def create_import(
                                       max_bytes=settings.max_upload_bytes)
         stored = upload.stored
         try:
-            request_fields = _import_params(upload.fields)
+            request_fields = import_params(upload.fields)
         except Exception:
             state.uploads.delete(stored.key)
             raise
@@ -134,15 +100,20 @@ async def create_import(
             state.uploads.delete(stored.key)
             raise BadRequest("the uploaded file is empty")
         file_name = _CONTROL.sub("", upload.filename or "")[:MAX_FILE_NAME_CHARS] or None
-        if request_fields["format"] is None:  # told at once, not only once the job runs
-            request_fields["format"] = await run_in_threadpool(
-                _detect_format, state, stored.key, file_name)
+        try:
+            if request_fields["format"] is None:  # told at once, not only once the job runs
+                request_fields["format"] = await run_in_threadpool(
+                    detect_format, state, stored.key, file_name)
+            await run_in_threadpool(check_header, state, stored.key, request_fields, file_name)
+        except Exception:
+            state.uploads.delete(stored.key)
+            raise
         source = {"file_key": stored.key, "file_name": file_name,
                   "file_size_bytes": stored.size, "source_url": None}
         identity = {"sha256": stored.sha256}
     elif ctype == JSON:
         body = await read_json(request, ImportByUrl, _URL_EXAMPLE)
-        request_fields = _import_params(body.model_dump())
+        request_fields = import_params(body.model_dump())
         if _CONTROL.search(body.file_url):
             raise BadRequest("file_url must not contain control characters; percent-encode them")
         url = await run_in_threadpool(check_url, body.file_url, settings)
@@ -162,7 +133,7 @@ async def create_import(
     values = {**request_fields, **source,
               "idempotency_key": scoped_idempotency_key(request, idempotency_key),
               "request_id": request_id_var.get(),
-              "fingerprint": fingerprint(**_identity(request_fields), **identity)}
+              "fingerprint": fingerprint(**request_identity(request_fields), **identity)}
     try:
         job, created = await run_in_threadpool(_create, state, values)
     except Exception:
@@ -174,51 +145,6 @@ async def create_import(
     view = await run_in_threadpool(_view, state, job)
     return JSONResponse(view, status_code=202 if created else 200,
                           headers={"Location": f"/v1/imports/{job['id']}"})
-
-
-def _identity(request_fields: dict[str, Any]) -> dict[str, Any]:
-    """The fields of the idempotency fingerprint: wait_for_parents only when false, so
-    that keys used before the option existed still match their default requests."""
-    return {k: v for k, v in request_fields.items() if k != "wait_for_parents" or not v}
-
-
-def _flag(params: dict[str, Any], name: str, default: bool) -> bool:
-    value = params.get(name, default)
-    if isinstance(value, str):
-        if value.lower() not in ("true", "false", "1", "0", ""):
-            raise BadRequest(f"{name} must be true or false")
-        return value.lower() in ("true", "1") if value else default
-    return bool(value)
-
-
-def _import_params(params: dict[str, Any]) -> dict[str, Any]:
-    resource = params.get("resource")
-    if not resource:
-        raise BadRequest(f"'resource' is required; use one of: {', '.join(RESOURCES)}",
-                         allowed=list(RESOURCES))
-    fmt = parse_format(params.get("format"))
-    return {"resource": get_resource(str(resource)).name,
-            "format": fmt.value if fmt else None,
-            "mode": parse_mode(params.get("mode")).value,
-            "dry_run": _flag(params, "dry_run", False),
-            "wait_for_parents": _flag(params, "wait_for_parents", True)}
-
-
-def _detect_format(state: AppState, key: str, file_name: str | None) -> str | None:
-    """The format the name or the first bytes tell (as the worker will read it), else None.
-
-    A file that cannot be read (a damaged gzip) is left to the worker, which fails
-    the job with a readable reason.
-    """
-    named = format_from_name(file_name)
-    if named is not None:
-        return named.value
-    try:
-        with state.uploads.open_read(key) as raw:
-            head = sniff(open_decompressed(raw, max_bytes=state.settings.max_decompressed_bytes))
-    except (UnreadableFile, OSError, EOFError):
-        return None
-    return format_from_content(head).value if head.strip() else None
 
 
 def _create(state: AppState, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:

@@ -50,6 +50,14 @@ class ImportJob(BaseModel):
     errors_url: str
     failed_batches: int
     failure_reason: str | None
+    column_map: dict[str, str] | None = Field(
+        description="The column_map the import was sent with")
+    delimiter: str | None = Field(
+        description="CSV: the delimiter declared, or once the file is opened, the one used")
+    encoding: str | None = Field(description="The encoding declared (null: UTF-8 or a BOM)")
+    encoding_hint: str | None = Field(
+        description="Set when a file read as UTF-8 is not valid UTF-8 in its first block: "
+        "the encoding it looks like, and how to import it with that encoding")
     waiting_for: list[str] = Field(
         description="While pending: the ids of the earlier jobs of referenced resources this "
         "one waits for (load order); empty when it may start")
@@ -99,6 +107,8 @@ def import_job_view(job: dict[str, Any], errors: list[dict[str, Any]] | orjson.F
         "eta_seconds": eta, "errors": errors,
         "errors_url": f"/v1/imports/{job['id']}/errors",
         "failed_batches": job["failed_batches"], "failure_reason": job["failure_reason"],
+        "column_map": job.get("column_map"), "delimiter": job.get("delimiter"),
+        "encoding": job.get("encoding"), "encoding_hint": job.get("encoding_hint"),
         "waiting_for": waiting_for or [], "request_id": job["request_id"],
         "created_at": job["created_at"],
         "started_at": started, "completed_at": job["completed_at"],
@@ -145,3 +155,58 @@ def record_model(resource: Resource) -> type[BaseModel]:
 
 
 RECORD_MODELS = {name: record_model(r) for name, r in RESOURCES.items()}
+
+
+# --- import preview (POST /v1/imports/preview) ---------------------------------------------
+
+
+class PreviewColumn(BaseModel):
+    column: str = Field(description="The column (CSV header, or JSON key) as in the file")
+    field: str | None = Field(description="The field it feeds; null: ignored")
+    matched_by: str | None = Field(
+        description="'name' (case-insensitive, - and space as _), 'column_map', or null")
+
+
+class PreviewField(BaseModel):
+    name: str
+    required: bool
+    kind: str
+
+
+class PreviewRecord(BaseModel):
+    row: int = Field(description="1-based record number in the file")
+    valid: bool = Field(description="Whether the import would load it (database checks "
+                        "included, as in a dry run)")
+    record: dict[str, Any] | None = Field(
+        description="The record as it would be stored (an absent id shows the generated "
+        "one, empty optional fields their insert default); null when rejected")
+    original: Any = Field(description="The record as read from the file")
+    errors: list[dict[str, Any]] = Field(
+        description="Its errors: {field, value, code, message}, as the import reports them")
+
+
+class ImportPreview(BaseModel):
+    """How an import would read a file, and what its first records would become.
+
+    Nothing is written. Send the same fields as to POST /v1/imports; fix the
+    mapping with column_map (see suggested_column_map) and preview again."""
+
+    resource: str
+    mode: str
+    format: str = Field(description="csv, ndjson or json (tsv reads as csv with a tab)")
+    delimiter: str | None = Field(description="CSV: the delimiter used (given or detected)")
+    encoding: str = Field(description="The encoding the file is read with")
+    encoding_from_bom: bool = Field(description="Whether a byte-order mark told the encoding")
+    encoding_hint: str | None = Field(
+        description="Read as UTF-8 but not UTF-8: what the file looks like, what to send")
+    columns: list[PreviewColumn] = Field(description="Each column and the field it feeds")
+    unmapped_columns: list[str] = Field(description="Columns that feed no field (ignored)")
+    missing_required_fields: list[str] = Field(
+        description="Required fields no column feeds: the import would answer 422")
+    suggested_column_map: dict[str, str] = Field(
+        description="A column_map for the missing fields, from the closest column names")
+    fields: list[PreviewField] = Field(description="The fields of the resource")
+    records: list[PreviewRecord]
+    records_read: int
+    limit: int
+    end_of_file: bool = Field(description="Whether the records shown are the whole file")

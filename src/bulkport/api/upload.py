@@ -63,6 +63,8 @@ class _Parts:
         self.filename: str | None = None
         self.files = 0
         self.file_bytes: deque[bytes] = deque()
+        #: Bytes of the file part still to keep (None: all of it).
+        self.file_room: int | None = None
         self.part = _Part()
         self.header_name = bytearray()
         self.header_value = bytearray()
@@ -115,7 +117,13 @@ class _Parts:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.part.is_file:
-            self.file_bytes.append(data[start:end])
+            room = self.file_room
+            if room is None:
+                self.file_bytes.append(data[start:end])
+            elif room > 0:  # only the beginning is kept: the rest is not even copied
+                end = min(end, start + room)
+                self.file_bytes.append(data[start:end])
+                self.file_room = room - (end - start)
             return
         self.part.data += data[start:end]
         if len(self.part.data) > MAX_FIELD_BYTES:
@@ -151,8 +159,12 @@ def _charset(raw: bytes | None) -> str:
 
 
 async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: int,
-                         file_field: str = "file") -> Upload:
-    """Parse a multipart request, storing its file part; 400 when there is no file part."""
+                         file_field: str = "file", keep_bytes: int | None = None) -> Upload:
+    """Parse a multipart request, storing its file part; 400 when there is no file part.
+
+    With ``keep_bytes``, only the file's first ``keep_bytes`` bytes are stored (the
+    rest of the body is read and dropped): a preview needs only the beginning.
+    """
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
@@ -166,6 +178,7 @@ async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: 
     except FormParserError as exc:
         raise BadRequest(f"the multipart Content-Type is malformed: {exc}") from None
 
+    parts.file_room = keep_bytes
     async def file_chunks() -> AsyncIterator[bytes]:
         try:
             async for chunk in request.stream():

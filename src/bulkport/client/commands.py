@@ -60,8 +60,20 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--mode", choices=("insert", "upsert"), default="insert",
                    help="insert (default) or upsert")
     p.add_argument("--dry-run", action="store_true", help="validate everything, write nothing")
-    p.add_argument("--format", choices=("csv", "ndjson", "json"),
+    p.add_argument("--format", choices=("csv", "tsv", "ndjson", "json"),
                    help="file format (default: from the file name or content)")
+    p.add_argument("--delimiter", metavar="CHAR",
+                   help="CSV delimiter: , ; | or tab (default: detected from the header)")
+    p.add_argument("--encoding", metavar="NAME",
+                   help="text encoding, e.g. cp1252, latin-1, utf-16 (default: UTF-8, or "
+                        "what a byte-order mark says)")
+    p.add_argument("--map", action="append", metavar="SOURCE=FIELD",
+                   help="read column SOURCE as FIELD, e.g. --map Email=email (repeatable)")
+    p.add_argument("--preview", action="store_true",
+                   help="show how the server would read FILE (columns, first records and "
+                        "their errors) and import nothing")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="with --preview: records shown (default 20, at most 1000)")
     p.add_argument("--idempotency-key", metavar="KEY",
                    help="a retry with the same key returns the first job instead of a new one")
     _wait_options(p)

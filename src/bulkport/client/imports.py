@@ -18,6 +18,7 @@ import orjson
 
 from bulkport.client.download import format_for_path
 from bulkport.client.http import CliError, Connection, ExitCode, check
+from bulkport.client.preview import cmd_preview, reading_fields
 from bulkport.client.progress import Display
 from bulkport.client.watch import (
     TERMINAL,
@@ -71,6 +72,9 @@ def cmd_import(args: argparse.Namespace) -> ExitCode:
               "dry_run": "true" if args.dry_run else "false"}
     if args.format:
         fields["format"] = args.format
+    fields.update(reading_fields(args))
+    if args.preview:
+        return cmd_preview(conn, args, path, fields)
     display = Display(enabled=not args.json)
     try:
         with display.upload(path.name, path.stat().st_size) as advance:

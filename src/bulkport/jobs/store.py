@@ -78,6 +78,11 @@ class JobStore:
             # fixed at submit time so that the claim statement needs no resource graph.
             wait = values.get("wait_for_parents", True)
             params["waits_for"] = get_resource(values["resource"]).parents if wait else []
+            # Reading options (docs/imports.md): NULL when not given.
+            cmap = values.get("column_map")
+            params["column_map"] = Jsonb(cmap) if cmap is not None else None
+            params.setdefault("delimiter", None)
+            params.setdefault("encoding", None)
         if kind is JobKind.EXPORT:
             params.setdefault("compression", "none")
         job = _one(conn, f"insert_{kind}_job", params)
@@ -162,8 +167,11 @@ class JobStore:
 
     def set_import_source(self, conn: Conn, job_id: str, owner: str, *, fmt: str,
                           columns: Sequence[str] | None, file_key: str | None,
-                          file_size_bytes: int | None) -> None:
+                          file_size_bytes: int | None, delimiter: str | None = None,
+                          encoding_hint: str | None = None) -> None:
+        """What the worker learnt opening the file (None: leave as it is)."""
         conn.execute(QUERIES["set_import_source"], {
+            "delimiter": delimiter, "encoding_hint": encoding_hint,
             "id": job_id, "owner": owner, "format": fmt,
             # jsonb cannot hold NUL; a header of a binary file may (as import_errors may).
             "columns": Jsonb([c.replace("\x00", "\ufffd") for c in columns])

@@ -190,8 +190,12 @@ def resolve_target(url: str, settings: Settings) -> Target:
 
 def fetch(url: str, storage: LocalStorage, settings: Settings,
           keep_going: Callable[[], bool] = lambda: True,
-          check_every_seconds: float = CHECK_EVERY_SECONDS) -> StoredFile:
+          check_every_seconds: float = CHECK_EVERY_SECONDS,
+          head_bytes: int | None = None) -> StoredFile:
     """Stream ``url`` into storage; failures become :class:`FetchFailed` (a failed job).
+
+    With ``head_bytes``, only the file's first bytes are downloaded and stored (the
+    preview reads only the beginning of a file).
 
     ``keep_going`` is asked about every ``check_every_seconds`` while data
     arrives; when it says no, the connection is closed, nothing is kept and
@@ -214,12 +218,15 @@ def fetch(url: str, storage: LocalStorage, settings: Settings,
                         raise FetchFailed(f"downloading {redact(url)} answered HTTP "
                                           f"{resp.status_code}")
                     length = resp.headers.get("content-length", "")
-                    if length.isdigit() and int(length) > settings.max_upload_bytes:
+                    if (head_bytes is None and length.isdigit()
+                            and int(length) > settings.max_upload_bytes):
                         raise PayloadTooLarge(
                             f"it announces {length} bytes, more than the limit of "
                             f"{settings.max_upload_bytes} bytes")
                     chunks = _until(resp.iter_bytes(), deadline, settings, keep_going,
                                     check_every_seconds)
+                    if head_bytes is not None:
+                        chunks = _head(chunks, head_bytes)
                     return storage.save(chunks, max_bytes=settings.max_upload_bytes)
             raise FetchFailed(f"downloading file_url gave up after {MAX_REDIRECTS} redirects")
     except _BadRedirect as exc:
@@ -241,6 +248,16 @@ def fetch(url: str, storage: LocalStorage, settings: Settings,
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise FetchFailed(f"downloading {redact(url)} failed: {type(exc).__name__}: {exc}"
                           ) from None
+
+
+def _head(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """The first ``limit`` bytes of ``chunks``; the rest is not read."""
+    for chunk in chunks:
+        if len(chunk) >= limit:
+            yield chunk[:limit]
+            return
+        limit -= len(chunk)
+        yield chunk
 
 
 class _BadRedirect(Exception):

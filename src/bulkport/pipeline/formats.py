@@ -1,5 +1,8 @@
 """Input formats: CSV (header row), NDJSON and JSON arrays, each optionally gzipped.
 
+Detection of the format (declared, by name, by content) and the gzip layer are
+here; the CSV reader is :mod:`bulkport.pipeline.csvreader`.
+
 Every reader is a stream: memory stays bounded by the longest accepted line
 (``max_line_bytes``), whatever the file size. A record that cannot be parsed is
 yielded as a :class:`RawRecord` with ``malformed`` set; a file that cannot be
@@ -9,25 +12,26 @@ read at all raises :class:`UnreadableFile`.
 from __future__ import annotations
 
 import codecs
-import contextlib
-import csv
 import enum
 import gzip
 import io
-import itertools
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO
 
 import orjson
 
 from bulkport.errors import BadRequest, UnreadableFile
+from bulkport.pipeline.csvreader import Scorer, guard, read_csv
 from bulkport.pipeline.jsonarray import read_json
 from bulkport.pipeline.types import RawRecord
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: Bytes looked at to detect the format from the content.
 SNIFF_BYTES = 4096
+#: Bytes looked at for the CSV header when an upload is checked (the first block).
+HEADER_BLOCK_BYTES = 64 * 1024
 
 
 class Format(enum.StrEnum):
@@ -36,8 +40,12 @@ class Format(enum.StrEnum):
     JSON = "json"
 
 
-_SUFFIXES = {".csv": Format.CSV, ".ndjson": Format.NDJSON, ".jsonl": Format.NDJSON,
-             ".json": Format.JSON}
+_SUFFIXES = {".csv": Format.CSV, ".tsv": Format.CSV, ".tab": Format.CSV,
+             ".ndjson": Format.NDJSON, ".jsonl": Format.NDJSON, ".json": Format.JSON}
+#: Names that tell the delimiter too: tab-separated values are CSV with a tab.
+_TAB_SUFFIXES = (".tsv", ".tab", ".tsv.gz", ".tab.gz")
+#: The one format name that is not a :class:`Format`: CSV with a tab delimiter.
+TSV = "tsv"
 
 
 def parse_format(value: str | None) -> Format | None:
@@ -51,6 +59,23 @@ def parse_format(value: str | None) -> Format | None:
         raise BadRequest(
             f"unknown format {value!r}; use one of: {', '.join(allowed)}", allowed=allowed
         ) from None
+
+
+def parse_import_format(value: str | None) -> tuple[Format | None, str | None]:
+    """``(format, delimiter)`` of an import's declared format: ``tsv`` is CSV with a tab."""
+    if value is not None and value.lower() == TSV:
+        return Format.CSV, "\t"
+    try:
+        return parse_format(value), None
+    except BadRequest as exc:
+        allowed = [*exc.details["allowed"], TSV]
+        raise BadRequest(f"unknown format {value!r}; use one of: {', '.join(allowed)}",
+                         allowed=allowed) from None
+
+
+def delimiter_from_name(name: str | None) -> str | None:
+    """A tab for ``.tsv`` / ``.tab`` files (gzipped or not); None otherwise."""
+    return "\t" if name and name.lower().endswith(_TAB_SUFFIXES) else None
 
 
 def format_from_name(name: str | None) -> Format | None:
@@ -141,172 +166,43 @@ class _SizeLimited(io.BufferedIOBase):
         return self._checked(self._inner.readline(self._cap(size)))
 
 
-def sniff(stream: IO[bytes]) -> bytes:
+def sniff(stream: IO[bytes], size: int = SNIFF_BYTES) -> bytes:
     """Return leading bytes without consuming them (the stream must be seekable)."""
     pos = stream.tell()
     try:
-        head = stream.read(SNIFF_BYTES)
+        head = stream.read(size)
     except (OSError, EOFError, zlib.error) as exc:
         raise UnreadableFile(f"the file could not be decompressed: {exc}") from None
     stream.seek(pos)
     return head
 
 
+@dataclass
+class Source:
+    """A file opened for reading: its CSV header and delimiter (None for JSON), its records."""
+
+    columns: list[str] | None
+    delimiter: str | None
+    records: Iterator[RawRecord]
+
+
+def open_source(stream: IO[bytes], fmt: Format, *, max_line_bytes: int,
+                delimiter: str | None = None, score: Scorer | None = None) -> Source:
+    """The records of a decompressed UTF-8 stream (CSV: ``delimiter`` or detected)."""
+    if fmt is Format.CSV:
+        columns, found, records = read_csv(stream, max_line_bytes, delimiter, score)
+        return Source(columns, found, records)
+    if fmt is Format.NDJSON:
+        return Source(None, None, guard(_read_ndjson(stream, max_line_bytes)))
+    return Source(None, None, guard(_read_json(stream, max_line_bytes)))
+
+
 def read_records(
     stream: IO[bytes], fmt: Format, *, max_line_bytes: int
 ) -> tuple[list[str] | None, Iterator[RawRecord]]:
-    """Return ``(csv_columns_or_None, records)`` for a decompressed stream."""
-    if fmt is Format.CSV:
-        return _read_csv(stream, max_line_bytes)
-    if fmt is Format.NDJSON:
-        return None, _guard(_read_ndjson(stream, max_line_bytes))
-    return None, _guard(_read_json(stream, max_line_bytes))
-
-
-def _guard(records: Iterator[RawRecord]) -> Iterator[RawRecord]:
-    """Turn decompression failures (truncated gzip, bad CRC) into a job-level error."""
-    try:
-        yield from records
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise UnreadableFile(f"the compressed file is damaged or truncated: {exc}") from None
-
-
-# --- CSV ---------------------------------------------------------------------------------
-
-
-def _read_csv(stream: IO[bytes], max_line_bytes: int) -> tuple[list[str], Iterator[RawRecord]]:
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-    csv.field_size_limit(max_line_bytes)
-    lines = _Lines(text, max_line_bytes)
-    try:
-        header = next(csv.reader(lines, strict=False))
-    except StopIteration:
-        raise UnreadableFile("the file is empty: a CSV file needs a header row") from None
-    except (csv.Error, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise UnreadableFile(f"the CSV header could not be read: {exc}") from None
-    columns = [h.strip() for h in header]
-    if columns and columns[0].startswith("\ufeff"):
-        columns[0] = columns[0][1:].strip()
-    if not any(columns):
-        raise UnreadableFile("the CSV header row is empty")
-    if not _is_utf8(columns):
-        raise UnreadableFile("the CSV header is not valid UTF-8")
-    seen: set[str] = set()
-    dupes = sorted({c for c in columns if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
-    if dupes:
-        raise UnreadableFile(f"the CSV header repeats column(s): {', '.join(dupes)}")
-    return columns, _guard(_csv_rows(text, lines, columns))
-
-
-class _Lines:
-    """The physical lines of ``text`` for csv.reader, none longer than ``limit`` characters.
-
-    csv.reader takes whatever one line holds: a file without line breaks (or a
-    gzip bomb of NUL bytes) went into memory whole, gigabytes of it. A longer line
-    is skipped instead; csv.reader passes the csv.Error raised here on as one
-    malformed record and then reads on from the next line.
-    """
-
-    def __init__(self, text: io.TextIOWrapper, limit: int) -> None:
-        self._readline = text.readline
-        self._limit = limit
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        line = self._readline(self._limit + 1)
-        if not line:
-            raise StopIteration
-        if len(line) > self._limit and line[-1] not in "\r\n":
-            while (rest := self._readline(self._limit)) and rest[-1] not in "\r\n":
-                pass
-            raise csv.Error(f"the line is longer than {self._limit} characters")
-        return line
-
-
-def _csv_rows(text: io.TextIOWrapper, lines: _Lines, columns: list[str]
-              ) -> Iterator[RawRecord]:
-    try:
-        yield from _csv_records(lines, columns)
-    finally:
-        # A collected TextIOWrapper closes the stream under it; the caller owns that stream.
-        # (When the caller closed it first, there is nothing left to protect.)
-        with contextlib.suppress(ValueError):
-            text.detach()
-
-
-def _csv_records(lines: _Lines, columns: list[str]) -> Iterator[RawRecord]:
-    """Records of a CSV body.
-
-    A line without a double quote is split here and yielded as the line itself
-    (``data`` is a ``str``: the prepare stage validates plain lines in one regex
-    pass); a line with quotes goes through csv.reader, which reads on through
-    quoted line breaks, and is yielded as a list of values.
-    """
-    width = len(columns)
-    commas = width - 1
-    row = 0
-    while True:
-        try:
-            line = next(lines)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            row += 1
-            yield RawRecord(row, None, None, f"the CSV row could not be parsed: {exc}")
-            continue
-        if '"' in line:
-            try:
-                values = next(csv.reader(itertools.chain((line,), lines), strict=False))
-            except csv.Error as exc:
-                row += 1
-                yield RawRecord(row, None, None, f"the CSV row could not be parsed: {exc}")
-                continue
-            row += 1
-            if len(values) != width:
-                yield RawRecord(
-                    row, None, {"_raw": values if _is_utf8(values) else _repair(values)},
-                    f"the row has {len(values)} columns; the header has {width}",
-                )
-            elif not _is_utf8(values):
-                yield RawRecord(row, None, {"_raw": _repair(values)}, "the row is not valid UTF-8")
-            else:
-                yield RawRecord(row, values, None)
-            continue
-        line = line.rstrip("\r\n")
-        if not line:
-            continue  # blank line: not a record
-        row += 1
-        if line.count(",") != commas:
-            values = line.split(",")
-            yield RawRecord(
-                row, None, {"_raw": values if _is_utf8(values) else _repair(values)},
-                f"the row has {len(values)} columns; the header has {width}",
-            )
-        elif not line.isascii() and not _is_utf8([line]):
-            yield RawRecord(row, None, {"_raw": _repair(line.split(","))},
-                            "the row is not valid UTF-8")
-        else:
-            yield RawRecord(row, line, None)
-
-
-def _is_utf8(values: list[str]) -> bool:
-    """True unless a value holds bytes that were not UTF-8 (kept as surrogates)."""
-    joined = "".join(values)
-    if joined.isascii():
-        return True
-    try:
-        joined.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _repair(values: list[str]) -> list[str]:
-    return [
-        v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in values
-    ]
+    """Return ``(csv_columns_or_None, records)`` for a decompressed comma/auto stream."""
+    source = open_source(stream, fmt, max_line_bytes=max_line_bytes)
+    return source.columns, source.records
 
 
 # --- NDJSON ------------------------------------------------------------------------------

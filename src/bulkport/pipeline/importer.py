@@ -33,6 +33,7 @@ from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, Job
 from bulkport.pipeline import formats
 from bulkport.pipeline.load import Loader
+from bulkport.pipeline.reading import open_reading
 from bulkport.pipeline.types import PreparedBatch, RawRecord, Rejected
 from bulkport.pipeline.validate import BatchPreparer, Mode
 from bulkport.resources import get_resource
@@ -103,14 +104,18 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
                                 file_key=file_key, file_size_bytes=stored.size)
     with run.storage.open_read(file_key) as raw:
         stream = formats.open_decompressed(raw, max_bytes=settings.max_decompressed_bytes)
-        head = formats.sniff(stream)
-        if not head.strip():
-            raise UnreadableFile("the file is empty")
-        fmt = (formats.parse_format(job["format"]) or formats.format_from_name(job["file_name"])
-               or formats.format_from_content(head))
-        columns, records = formats.read_records(stream, fmt, max_line_bytes=settings.max_line_bytes)
-        STORE.set_import_source(book, job["id"], run.owner, fmt=fmt.value, columns=columns,
-                                file_key=file_key, file_size_bytes=job["file_size_bytes"])
+        column_map = job.get("column_map")
+        reading = open_reading(stream, resource, declared_format=job["format"],
+                               file_name=job["file_name"], delimiter=job.get("delimiter"),
+                               encoding=job.get("encoding"), column_map=column_map,
+                               max_line_bytes=settings.max_line_bytes)
+        source = reading.source
+        columns, records, fields = source.columns, source.records, reading.fields
+        STORE.set_import_source(book, job["id"], run.owner, fmt=reading.format.value,
+                                columns=columns, file_key=file_key,
+                                file_size_bytes=job["file_size_bytes"],
+                                delimiter=source.delimiter, encoding_hint=reading.encoding_hint)
+        reading.check_required(resource)
         if job["dry_run"] and job["checkpoint"]:
             STORE.reset_import_progress(book, job["id"], run.owner)
             job = {**job, "checkpoint": 0, "processed_records": 0, "error_counts": {}}
@@ -118,7 +123,9 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
         with run.connect() as data:
             loader = Loader(data, resource, job["mode"])
             preparer = BatchPreparer(resource, Mode(job["mode"]), columns,
-                                     loader.insert_defaults())
+                                     loader.insert_defaults(), fields=fields,
+                                     column_map=column_map,
+                                     delimiter=source.delimiter or ",")
             batches = _prefetch(_prepare(records, preparer, raw, job["checkpoint"],
                                          settings.batch_size))
             status = _load_batches(run, batches, preparer, loader, data, book)
@@ -222,7 +229,7 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: Ba
         for batch in batches:
             meter.start()
             with data.transaction():
-                rejected = batch.rejected + _load_rounds(loader, preparer, batch)
+                rejected = batch.rejected + load_rounds(loader, preparer, batch)
                 with sink.transaction() if dry_run else contextlib.nullcontext():
                     status = _commit(run, sink, batch, rejected)
             totals["successful"] += batch.size - len(rejected)
@@ -243,12 +250,17 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: Ba
     return JobStatus.COMPLETED
 
 
-def _load_rounds(loader: Loader, preparer: BatchPreparer,
-                 batch: PreparedBatch) -> list[Rejected]:
-    """Load a batch, then its deferred repeats round by round; return the DB's rejections."""
+def load_rounds(loader: Loader, preparer: BatchPreparer, batch: PreparedBatch,
+                staged: list[PreparedBatch] | None = None) -> list[Rejected]:
+    """Load a batch, then its deferred repeats round by round; return the DB's rejections.
+
+    ``staged``, when given, receives each round's batch (the preview shows their rows).
+    """
     rejected: list[Rejected] = []
     current = batch
     while True:
+        if staged is not None:
+            staged.append(current)
         found = loader.load(current)
         parsed = current.originals_for(found.keys())
         rejected += [Rejected(row, preparer.original(parsed[row]), errs)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from bulkport.errors import BadRequest
+from bulkport.pipeline.headers import key_mapper
 from bulkport.pipeline.types import Deferred, PreparedBatch, RawRecord, RecordError, Rejected
 from bulkport.resources.base import NULL, Resource, truncate_value
 from bulkport.resources.compile import compile_validator, copy_unescape
@@ -72,19 +73,32 @@ class BatchPreparer:
     """Turns raw records into a :class:`PreparedBatch` for one resource and mode.
 
     ``columns`` is the CSV header when records are lists; ``None`` for dicts.
+    ``fields`` is the field each column feeds (:func:`bulkport.pipeline.headers.
+    match_columns`; default: the column names themselves); JSON objects have their
+    keys matched the same way, with ``column_map``. Rejected records keep the
+    file's own column names.
     """
 
     def __init__(self, resource: Resource, mode: Mode,
                  columns: Sequence[str] | None = None,
-                 insert_defaults: Sequence[tuple[int, str]] = ()) -> None:
+                 insert_defaults: Sequence[tuple[int, str]] = (),
+                 fields: Sequence[str | None] | None = None,
+                 column_map: dict[str, str] | None = None, delimiter: str = ",") -> None:
         self.resource = resource
         self.mode = mode
         #: Insert mode: ``(column, COPY text)`` for empty optional values, so that rows
         #: go straight into the table (upserts keep NULL: "leave the stored value").
         self.insert_defaults = list(insert_defaults) if mode is Mode.INSERT else []
         self.columns = list(columns) if columns is not None else None
-        self.validate = compile_validator(resource, columns)
-        self.fast = compile_fast_csv(resource, columns) if columns is not None else None
+        # Unmatched columns get the name "", which no field has: they are ignored.
+        matched = ([f or "" for f in fields] if fields is not None and columns is not None
+                   else self.columns)
+        self.validate = compile_validator(resource, matched)
+        self.fast = (compile_fast_csv(resource, matched, delimiter) if matched is not None
+                     else None)
+        #: A plain CSV line (``str`` record) splits on this.
+        self.delimiter = delimiter
+        self.remap = key_mapper(resource, column_map)
         self.width = len(resource.fields)
         self.key_index = (
             resource.column_names.index(resource.natural_key) if resource.natural_key else None
@@ -96,7 +110,7 @@ class BatchPreparer:
     def original(self, data: Any) -> Any:
         """The record as uploaded, as stored with its errors (CSV rows become dicts)."""
         if self.columns is not None and isinstance(data, list | str):
-            values = data.split(",") if isinstance(data, str) else data
+            values = data.split(self.delimiter) if isinstance(data, str) else data
             return dict(zip(self.columns, values, strict=False))
         return data
 
@@ -107,6 +121,8 @@ class BatchPreparer:
         validate = self.validate
         fast = self.fast
         original = self.original
+        remap = self.remap
+        delimiter = self.delimiter
         for rec in records:
             data = rec.data
             if data is None:
@@ -119,9 +135,9 @@ class BatchPreparer:
                 if fast_values is not None:
                     stage(fast_values, rec.row, data)
                     continue
-                values, problems = validate(data.split(","))
+                values, problems = validate(data.split(delimiter))
             else:
-                values, problems = validate(data)
+                values, problems = validate(remap(data) if data.__class__ is dict else data)
             if problems is not None:
                 batch.rejected.append(Rejected(rec.row, original(data), [
                     RecordError(rec.row, p.field, truncate_value(p.value), p.code, p.message)

@@ -4,10 +4,11 @@
 
 -- name: insert_import_job
 INSERT INTO import_jobs (id, idempotency_key, fingerprint, request_id, resource, format, mode,
-                         dry_run, source_url, file_key, file_name, file_size_bytes, waits_for)
+                         dry_run, source_url, file_key, file_name, file_size_bytes, waits_for,
+                         column_map, delimiter, encoding)
 VALUES (%(id)s, %(idempotency_key)s, %(fingerprint)s, %(request_id)s, %(resource)s, %(format)s,
         %(mode)s, %(dry_run)s, %(source_url)s, %(file_key)s, %(file_name)s, %(file_size_bytes)s,
-        %(waits_for)s)
+        %(waits_for)s, %(column_map)s, %(delimiter)s, %(encoding)s)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING *;
 
@@ -77,7 +78,9 @@ RETURNING status;
 -- name: set_import_source
 UPDATE import_jobs
 SET format = %(format)s, columns = %(columns)s, file_key = %(file_key)s,
-    file_size_bytes = %(file_size_bytes)s, updated_at = now()
+    file_size_bytes = %(file_size_bytes)s,
+    delimiter = coalesce(%(delimiter)s, delimiter),
+    encoding_hint = coalesce(%(encoding_hint)s, encoding_hint), updated_at = now()
 WHERE id = %(id)s AND owner = %(owner)s;
 
 -- name: commit_import_batch

@@ -1,0 +1,114 @@
+"""``POST /v1/imports/preview``: how an import would read a file, written nowhere.
+
+A thin handler: the fields are those of an import (api/import_params.py), only
+the beginning of the file is kept, and :func:`bulkport.pipeline.preview.preview`
+does the work in a worker thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from bulkport.api.import_params import UPLOAD_DOC, ImportByUrl, import_params
+from bulkport.api.imports import ERRORS, State
+from bulkport.api.jsonbody import JSON, media_type, read_json
+from bulkport.api.responses import JSONResponse
+from bulkport.api.schemas import ImportPreview
+from bulkport.api.state import AppState
+from bulkport.api.upload import receive_upload
+from bulkport.errors import (
+    BadRequest,
+    FetchFailed,
+    UnprocessableFile,
+    UnreadableFile,
+    UnsupportedMediaType,
+)
+from bulkport.pipeline.fetch import check_url, fetch
+from bulkport.pipeline.formats import open_decompressed
+from bulkport.pipeline.preview import DEFAULT_LIMIT, MAX_LIMIT, PREVIEW_INPUT_BYTES, preview
+from bulkport.resources import get_resource
+
+router = APIRouter(prefix="/v1/imports", tags=["imports"])
+LIMIT = f"Records previewed (default {DEFAULT_LIMIT}, at most {MAX_LIMIT})"
+
+
+class PreviewByUrl(ImportByUrl):
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=LIMIT)
+
+
+_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        **UPLOAD_DOC["requestBody"]["content"]["multipart/form-data"]["schema"],
+        "properties": {
+            **UPLOAD_DOC["requestBody"]["content"]["multipart/form-data"]["schema"]
+            ["properties"],
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                      "default": DEFAULT_LIMIT, "description": LIMIT}}}},
+    "application/json": {"schema": PreviewByUrl.model_json_schema()},
+}}}
+
+
+@router.post("/preview", response_model=ImportPreview, responses=ERRORS, openapi_extra=_DOC,
+             summary="Preview an import: detected format, column mapping, first records")
+async def preview_import(request: Request, state: State) -> JSONResponse:
+    """Reads only the beginning of the file and writes nothing (no job, no rows)."""
+    ctype = media_type(request)
+    if ctype == "multipart/form-data":
+        upload = await receive_upload(request, state.uploads,
+                                      max_bytes=state.settings.max_upload_bytes,
+                                      keep_bytes=PREVIEW_INPUT_BYTES)
+        try:
+            fields = import_params(upload.fields)
+            limit = _limit(upload.fields.get("limit"))
+            return JSONResponse(await run_in_threadpool(
+                _run, state, upload.stored.key, fields, upload.filename, limit,
+                upload.stored.size >= PREVIEW_INPUT_BYTES))
+        finally:
+            state.uploads.delete(upload.stored.key)
+    if ctype == JSON:
+        body = await read_json(request, PreviewByUrl,
+                               '{"resource": "users", "file_url": "https://…/users.csv"}')
+        fields = import_params(body.model_dump())
+        url = await run_in_threadpool(check_url, body.file_url, state.settings)
+        try:
+            stored = await run_in_threadpool(fetch, url, state.uploads, state.settings,
+                                             head_bytes=PREVIEW_INPUT_BYTES)
+        except FetchFailed as exc:
+            raise BadRequest(exc.message) from None
+        try:
+            name = url.split("?", 1)[0].rsplit("/", 1)[-1] or None
+            return JSONResponse(await run_in_threadpool(
+                _run, state, stored.key, fields, name, body.limit,
+                stored.size >= PREVIEW_INPUT_BYTES))
+        finally:
+            state.uploads.delete(stored.key)
+    raise UnsupportedMediaType("send multipart/form-data (file upload) or application/json "
+                               "(file_url)", allowed=["multipart/form-data", JSON])
+
+
+def _limit(value: str | None) -> int:
+    if value is None or value == "":
+        return DEFAULT_LIMIT
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+def _run(state: AppState, key: str, fields: dict[str, Any], file_name: str | None,
+         limit: int, truncated: bool) -> dict[str, Any]:
+    settings = state.settings
+    with state.uploads.open_read(key) as raw, state.conn() as conn:
+        try:
+            stream = open_decompressed(raw, max_bytes=settings.max_decompressed_bytes)
+            return preview(raw, stream, get_resource(fields["resource"]), conn,
+                           mode=fields["mode"], declared_format=fields["format"],
+                           file_name=file_name, delimiter=fields["delimiter"],
+                           encoding=fields["encoding"], column_map=fields["column_map"],
+                           limit=limit, max_line_bytes=settings.max_line_bytes,
+                           truncated=truncated)
+        except UnreadableFile as exc:
+            raise UnprocessableFile(exc.message) from None
