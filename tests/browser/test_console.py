@@ -296,7 +296,7 @@ def test_mapping_step_maps_columns_and_imports(console: Console, srv: ServerProc
     # The re-run preview reports the map, and the select keeps its focus.
     expect(page.locator("[data-columns] tr", has_text="Full Name")).to_contain_text("column map")
     expect(page.get_by_label("Field for Full Name")).to_be_focused()
-    console.shot("mapping-step")
+    console.shot("mapping-step", full_page=True)
 
     page.get_by_role("button", name="Start import").click()
     job_id = job_id_of(page, "imports")
