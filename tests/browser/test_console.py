@@ -335,5 +335,10 @@ def test_mapping_step_at_400px_and_the_422(browser: Browser, srv: ServerProcess,
         expect(error).to_contain_text("Suggested mapping:")
         expect(page).to_have_url(re.compile(r"#/import$"))
         console.shot("mapping-step-400px")
+        # Two columns onto one field: the preview's 400 is shown under the mapping.
+        page.get_by_label("Field for E-mail").select_option("email")
+        page.get_by_label("Field for Full Name").select_option("email")
+        expect(page.locator("[data-preview-error]")).to_contain_text(
+            "map one column per field")
     with psycopg.connect(empty) as c:
         assert c.execute("SELECT count(*) FROM import_jobs").fetchone() == (0,)
