@@ -95,9 +95,9 @@ class Console:
         self.page.goto(f"{self.base}/{fragment}")
         return self.page
 
-    def shot(self, name: str, page: Page | None = None) -> Path:
+    def shot(self, name: str, page: Page | None = None, full_page: bool = False) -> Path:
         path = self.shots / f"{name}.png"
-        (page or self.page).screenshot(path=str(path))
+        (page or self.page).screenshot(path=str(path), full_page=full_page)
         copy_to = os.environ.get("BULKPORT_CONSOLE_SHOTS")
         if copy_to:
             Path(copy_to).mkdir(parents=True, exist_ok=True)

@@ -243,3 +243,102 @@ def test_every_page_stays_on_this_host(console: Console, srv: ServerProcess) -> 
     page.wait_for_timeout(200)
     assert console.off_host() == ["http://guard-check.invalid/x"]
     console.requests.clear()
+
+
+#: Rows of the semicolon-separated users file whose role is not allowed (1-based).
+BAD_ROLE_ROWS = (3, 7)
+
+
+def semicolon_users(path: Path, rows: int = 50) -> list[str]:
+    """A spreadsheet-style users file (`E-mail;Full Name;Role`); returns the valid emails."""
+    lines = ["E-mail;Full Name;Role"]
+    valid = []
+    for i in range(1, rows + 1):
+        role = "wizard" if i in BAD_ROLE_ROWS else ("admin", "author", "reader")[i % 3]
+        lines.append(f"user{i}@example.com;User {i};{role}")
+        if i not in BAD_ROLE_ROWS:
+            valid.append(f"user{i}@example.com")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return valid
+
+
+def test_mapping_step_maps_columns_and_imports(console: Console, srv: ServerProcess,
+                                               empty: str, tmp_path: Path) -> None:
+    valid = semicolon_users(tmp_path / "people.csv")
+    page = console.open("#/import")
+    page.get_by_label("Resource").select_option("users")
+    page.get_by_label("Encoding").select_option("utf-8")
+    page.get_by_label("File").set_input_files(tmp_path / "people.csv")
+
+    # The preview: the delimiter detected, E-mail and Full Name feed nothing yet.
+    missing = page.locator("[data-missing]")
+    expect(missing).to_contain_text("email, name")
+    detected = page.locator("[data-detected]")
+    expect(detected.locator("dt:text-is('Delimiter') + dd")).to_have_text("; (semicolon)")
+    expect(detected.locator("dt:text-is('Encoding') + dd")).to_have_text("utf-8")
+    expect(page.get_by_label("Field for E-mail")).to_have_value("")
+    expect(page.get_by_label("Field for Full Name")).to_have_value("")
+    expect(page.get_by_label("Field for Role")).to_have_value("role")
+    records = page.locator("[data-records] tr")
+    expect(records).to_have_count(20)
+    expect(records.filter(has_text="email_required")).to_have_count(20)
+
+    page.get_by_label("Field for E-mail").select_option("email")
+    page.get_by_label("Field for Full Name").focus()
+    page.get_by_label("Field for Full Name").select_option("name")
+    expect(missing).to_be_hidden()
+    expect(records.filter(has_text="_required")).to_have_count(0)
+    bad = records.filter(has_text="invalid_role")
+    expect(bad).to_have_count(len(BAD_ROLE_ROWS))
+    assert [int(bad.nth(i).locator("td.num").inner_text())
+            for i in range(bad.count())] == list(BAD_ROLE_ROWS)
+    expect(records.locator("td.ok")).to_have_count(20 - len(BAD_ROLE_ROWS))
+    # The re-run preview reports the map, and the select keeps its focus.
+    expect(page.locator("[data-columns] tr", has_text="Full Name")).to_contain_text("column map")
+    expect(page.get_by_label("Field for Full Name")).to_be_focused()
+    console.shot("mapping-step", full_page=True)
+
+    page.get_by_role("button", name="Start import").click()
+    job_id = job_id_of(page, "imports")
+    expect(page.locator(".title-row .badge")).to_have_text("completed with errors")
+    assert counter(page, "Successful") == str(len(valid))
+    assert counter(page, "Rejected") == str(len(BAD_ROLE_ROWS))
+    job = srv.wait_job(job_id)
+    assert job["column_map"] == {"E-mail": "email", "Full Name": "name"}
+    assert (job["delimiter"], job["encoding"]) == (";", "utf-8")
+    with psycopg.connect(empty) as c:
+        stored = c.execute("SELECT email, name FROM users ORDER BY email").fetchall()
+    assert sorted(e for e, _ in stored) == sorted(valid)
+    assert ("user1@example.com", "User 1") in stored
+
+
+def test_mapping_step_at_400px_and_the_422(browser: Browser, srv: ServerProcess, empty: str,
+                                           tmp_path: Path) -> None:
+    semicolon_users(tmp_path / "people.csv")
+    for console in open_console(browser, srv.base, tmp_path,
+                                viewport={"width": 400, "height": 900}):
+        page = console.open("#/import")
+        page.get_by_label("File").set_input_files(tmp_path / "people.csv")
+        expect(page.locator("[data-missing]")).to_contain_text("email, name")
+        expect(page.get_by_label("Field for Role")).to_have_value("role")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 400, f"the page scrolls sideways at 400 px ({width} px wide)"
+        # Keyboard: Tab reaches the column selects.
+        page.get_by_label("Dry run").focus()
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        expect(page.get_by_label("Field for E-mail")).to_be_focused()
+        # Started unmapped, the import is refused with the API's message and a map.
+        page.get_by_role("button", name="Start import").click()
+        error = page.locator("[data-error]")
+        expect(error).to_contain_text("no column for the required field")
+        expect(error).to_contain_text("Suggested mapping:")
+        expect(page).to_have_url(re.compile(r"#/import$"))
+        console.shot("mapping-step-400px")
+        # Two columns onto one field: the preview's 400 is shown under the mapping.
+        page.get_by_label("Field for E-mail").select_option("email")
+        page.get_by_label("Field for Full Name").select_option("email")
+        expect(page.locator("[data-preview-error]")).to_contain_text(
+            "map one column per field")
+    with psycopg.connect(empty) as c:
+        assert c.execute("SELECT count(*) FROM import_jobs").fetchone() == (0,)

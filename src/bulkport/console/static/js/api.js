@@ -66,6 +66,19 @@ export async function api(path, { method = "GET", json } = {}) {
   return response.json();
 }
 
+/** POST a multipart form with fetch (no progress; can be aborted); throws ApiError. */
+export async function postForm(path, formData, signal) {
+  let response;
+  try {
+    response = await fetch(path, { method: "POST", headers: authHeaders(), body: formData, signal });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw raise(0, null, null);
+  }
+  if (!response.ok) throw await failure(response);
+  return response.json();
+}
+
 /** Upload a multipart form with XMLHttpRequest, for its upload progress events. */
 export function upload(path, formData, onProgress) {
   return new Promise((resolve, reject) => {
