@@ -151,6 +151,12 @@ class ServerProcess:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
 
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=30)
 

@@ -33,12 +33,9 @@ HUGE_LINE_BYTES = 50 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(pg_url, tmp_path_factory.mktemp("bad-input") / "data",
-                           env={"BULKPORT_ALLOW_PRIVATE_URLS": "true"}).start()
-    try:
+    with ServerProcess(pg_url, tmp_path_factory.mktemp("bad-input") / "data",
+                       env={"BULKPORT_ALLOW_PRIVATE_URLS": "true"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -44,11 +44,8 @@ def _reset(url: str) -> None:
 @pytest.fixture(scope="module")
 def srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     _reset(pg_url)
-    server = ServerProcess(pg_url, tmp_path_factory.mktemp("exports-http") / "data").start()
-    try:
+    with ServerProcess(pg_url, tmp_path_factory.mktemp("exports-http") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -38,12 +38,9 @@ DATA_DIRS: list[Path] = []
 @pytest.fixture(scope="module")
 def srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     DATA_DIRS[:] = [tmp_path_factory.mktemp("dialects") / "data"]
-    server = ServerProcess(pg_url, DATA_DIRS[0],
-                           env={"BULKPORT_ALLOW_PRIVATE_URLS": "true"}).start()
-    try:
+    with ServerProcess(pg_url, DATA_DIRS[0],
+                       env={"BULKPORT_ALLOW_PRIVATE_URLS": "true"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

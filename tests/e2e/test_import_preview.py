@@ -22,12 +22,9 @@ __all__ = ["file_server"]  # the fixture, used by name
 
 @pytest.fixture(scope="module")
 def srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(pg_url, tmp_path_factory.mktemp("preview") / "data",
-                           env={"BULKPORT_ALLOW_PRIVATE_URLS": "true"}).start()
-    try:
+    with ServerProcess(pg_url, tmp_path_factory.mktemp("preview") / "data",
+                       env={"BULKPORT_ALLOW_PRIVATE_URLS": "true"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

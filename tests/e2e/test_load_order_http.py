@@ -19,12 +19,9 @@ COMMENTS = b"id,body,article_id,user_id\nc1,hi,a1,u1\n"
 
 @pytest.fixture(scope="module")
 def srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(pg_url, tmp_path_factory.mktemp("load-order") / "data", workers=0,
-                           env={"BULKPORT_ALLOW_PRIVATE_URLS": "true"}).start()
-    try:
+    with ServerProcess(pg_url, tmp_path_factory.mktemp("load-order") / "data", workers=0,
+                       env={"BULKPORT_ALLOW_PRIVATE_URLS": "true"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
