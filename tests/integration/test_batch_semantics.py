@@ -86,7 +86,7 @@ SWAP_FILE = [{"id": "x", "email": "tmp@example.com"}, {"id": "y", "email": "xa@e
 
 
 def _seed(conn, users: list[tuple[str, str]]) -> None:
-    conn.execute("TRUNCATE import_errors, import_jobs, comments, articles, users CASCADE")
+    conn.execute("TRUNCATE import_errors, jobs, comments, articles, users CASCADE")
     for uid, email in users:
         conn.execute("INSERT INTO users (id, email, name, role) VALUES (%s, %s, 'n', 'admin')",
                      (uid, email))

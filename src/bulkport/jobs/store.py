@@ -53,6 +53,22 @@ def _all(conn: Conn, name: str, params: dict[str, Any]) -> list[Job]:
         return cur.fetchall()
 
 
+#: The details a new job may give; those of the other kind (and any not given) are NULL.
+_DETAILS = ("format", "file_key", "file_size_bytes", "mode", "dry_run", "source_url",
+            "file_name", "waits_for", "column_map", "delimiter", "encoding",
+            "fields", "filters", "compression")
+
+
+def _new_row(kind: JobKind, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of ``insert_job``."""
+    imports = kind is JobKind.IMPORT
+    # The defaults the separate tables had, for each kind's own columns.
+    defaults = {"dry_run": False} if imports else {"filters": Jsonb({}), "compression": "none"}
+    return dict.fromkeys(_DETAILS) | defaults | params | {
+        "kind": kind.value, "error_counts": Jsonb({}) if imports else None,
+        "record_count": None if imports else 0}
+
+
 def _found(job: Job | None, kind: JobKind, job_id: str) -> Job:
     if job is None:
         raise NotFound(f"no {kind} job with id {job_id!r}")
@@ -83,12 +99,10 @@ class JobStore:
             params["column_map"] = Jsonb(cmap) if cmap is not None else None
             params.setdefault("delimiter", None)
             params.setdefault("encoding", None)
-        if kind is JobKind.EXPORT:
-            params.setdefault("compression", "none")
-        job = _one(conn, f"insert_{kind}_job", params)
+        job = _one(conn, "insert_job", _new_row(kind, params))
         if job is not None:
             return job, True
-        existing = _one(conn, f"get_{kind}_job_by_key", params)
+        existing = _one(conn, "get_job_by_key", {"kind": kind.value, **params})
         if existing is None:  # deleted in between: vanishingly rare, try again
             return self.create(conn, kind, values)
         if existing["fingerprint"] != values["fingerprint"]:
@@ -100,13 +114,13 @@ class JobStore:
         return existing, False
 
     def get(self, conn: Conn, kind: JobKind, job_id: str) -> Job:
-        return _found(_one(conn, f"get_{kind}_job", {"id": job_id}), kind, job_id)
+        return _found(_one(conn, "get_job", {"id": job_id, "kind": kind.value}), kind, job_id)
 
     def list_jobs(
         self, conn: Conn, kind: JobKind, *, status: str | None, resource: str | None,
         limit: int, after: tuple[datetime, str] | None,
     ) -> list[Job]:
-        return _all(conn, f"list_{kind}_jobs", {
+        return _all(conn, "list_jobs", {"kind": kind.value,
             "status": status, "resource": resource, "limit": min(limit, MAX_PAGE),
             "after_created": after[0] if after else None, "after_id": after[1] if after else None,
         })
@@ -127,7 +141,7 @@ class JobStore:
 
     def cancel(self, conn: Conn, kind: JobKind, job_id: str) -> Job:
         """Cancel a pending/processing job; :class:`Conflict` (409) in any other state."""
-        job = _one(conn, f"cancel_{kind}_job", {"id": job_id})
+        job = _one(conn, "cancel_job", {"id": job_id, "kind": kind.value})
         if job is None:
             status = self.get(conn, kind, job_id)["status"]
             raise Conflict(f"the {kind} job is {status}; only pending or processing jobs "
@@ -136,22 +150,24 @@ class JobStore:
 
     # --- queue (workers) ------------------------------------------------------------
 
-    def claim(self, conn: Conn, kind: JobKind, owner: str, lease_seconds: float) -> Job | None:
-        return _one(conn, f"claim_{kind}_job", {"owner": owner, "lease_seconds": lease_seconds})
+    def claim(self, conn: Conn, first: JobKind, owner: str, lease_seconds: float) -> Job | None:
+        """Claim the job to run next, of either kind; jobs of ``first`` are looked at first."""
+        return _one(conn, "claim_job", {"first": first.value, "owner": owner,
+                                        "lease_seconds": lease_seconds})
 
     def renew(self, conn: Conn, kind: JobKind, job_id: str, owner: str,
               lease_seconds: float) -> JobStatus | None:
         """Extend the lease; ``None`` when the job is no longer ours to run."""
-        row = _one(conn, f"renew_{kind}_lease",
+        row = _one(conn, "renew_lease",
                    {"id": job_id, "owner": owner, "lease_seconds": lease_seconds})
         return JobStatus(row["status"]) if row else None
 
     def release(self, conn: Conn, kind: JobKind, job_id: str, owner: str) -> None:
-        conn.execute(QUERIES[f"release_{kind}_job"], {"id": job_id, "owner": owner})
+        conn.execute(QUERIES["release_job"], {"id": job_id, "owner": owner})
 
     def end_cancelled(self, conn: Conn, kind: JobKind, job_id: str, owner: str) -> None:
         """Drop the lease of a job cancelled while ``owner`` ran it (its last batch is in)."""
-        conn.execute(QUERIES[f"end_cancelled_{kind}"], {"id": job_id, "owner": owner})
+        conn.execute(QUERIES["end_cancelled_job"], {"id": job_id, "owner": owner})
 
     def waiting_for(self, conn: Conn, jobs: Sequence[Job]) -> dict[str, list[str]]:
         """For each pending import among ``jobs``, the ids of the earlier jobs it waits for.
@@ -181,9 +197,7 @@ class JobStore:
 
     def write_import_errors(self, conn: Conn, job_id: str, rejected: Iterable[Rejected]) -> None:
         """COPY one row per rejected record into ``import_errors``."""
-        with conn.cursor() as cur, cur.copy(
-            "COPY import_errors (job_id, row, record, errors) FROM STDIN"
-        ) as copy:
+        with conn.cursor() as cur, cur.copy(QUERIES["copy_import_errors"]) as copy:
             for rej in rejected:
                 copy.write_row((
                     job_id, rej.row, _json_text(rej.original),
@@ -217,9 +231,10 @@ class JobStore:
 
     def finish(self, conn: Conn, kind: JobKind, job_id: str, owner: str, status: JobStatus,
                failure_reason: str | None = None, **extra: Any) -> Job | None:
-        return _one(conn, f"finish_{kind}_job", {
+        return _one(conn, "finish_job", {
             "id": job_id, "owner": owner, "status": status.value,
-            "failure_reason": failure_reason, **extra,
+            "failure_reason": failure_reason, "record_count": None, "file_key": None,
+            "file_size_bytes": None, "expires_at": None, **extra,
         })
 
     # --- stored files past their time (jobs/sweep.py) ---------------------------------

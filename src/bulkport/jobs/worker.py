@@ -128,17 +128,17 @@ class Worker:
             return False
         # Take turns at which kind is looked at first, so queued imports never starve
         # exports (or the reverse).
-        kinds = list(RUNNERS.items())
+        kinds = list(JobKind)
         self._turn = (self._turn + 1) % len(kinds)
-        for kind, runner in kinds[self._turn:] + kinds[:self._turn]:
-            with self.connect() as conn:
-                job = STORE.claim(conn, kind, self.name, self.settings.lease_seconds)
-            if job is not None:
-                with job_log_context(kind, job), self.busy.running():
-                    self._run(kind, runner, job)
-                self.sweeper.request()  # the job's file may be due at once
-                return True
-        return False
+        with self.connect() as conn:
+            job = STORE.claim(conn, kinds[self._turn], self.name, self.settings.lease_seconds)
+        if job is None:
+            return False
+        kind = JobKind(job["kind"])
+        with job_log_context(kind, job), self.busy.running():
+            self._run(kind, RUNNERS[kind], job)
+        self.sweeper.request()  # the job's file may be due at once
+        return True
 
     def _run(self, kind: JobKind, runner: Runner, job: Job) -> None:
         job_id = job["id"]

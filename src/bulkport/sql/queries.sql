@@ -2,25 +2,37 @@
 -- Dynamic statements (per-resource loading and export) are composed with
 -- psycopg.sql in bulkport/sql/loading.py and bulkport/sql/exporting.py.
 
--- name: insert_import_job
-INSERT INTO import_jobs (id, idempotency_key, fingerprint, request_id, resource, format, mode,
-                         dry_run, source_url, file_key, file_name, file_size_bytes, waits_for,
-                         column_map, delimiter, encoding)
-VALUES (%(id)s, %(idempotency_key)s, %(fingerprint)s, %(request_id)s, %(resource)s, %(format)s,
-        %(mode)s, %(dry_run)s, %(source_url)s, %(file_key)s, %(file_name)s, %(file_size_bytes)s,
-        %(waits_for)s, %(column_map)s, %(delimiter)s, %(encoding)s)
-ON CONFLICT (idempotency_key) DO NOTHING
+-- The job queue: one table `jobs` for both kinds (migrations/0005_one_job_queue.sql).
+-- Statements that differ by kind take %(kind)s.
+
+-- name: insert_job
+-- Each kind's details are given for its kind and NULL for the other; an import's
+-- counters start at 0 (an export has none).
+INSERT INTO jobs (id, kind, idempotency_key, fingerprint, request_id, resource, format,
+                  file_key, file_size_bytes,
+                  mode, dry_run, source_url, file_name, waits_for, column_map, delimiter,
+                  encoding, processed_records, successful_records, error_records,
+                  failed_batches, error_counts, checkpoint, bytes_processed,
+                  fields, filters, compression, record_count)
+SELECT %(id)s, %(kind)s, %(idempotency_key)s, %(fingerprint)s, %(request_id)s, %(resource)s,
+       %(format)s, %(file_key)s, %(file_size_bytes)s,
+       %(mode)s, %(dry_run)s, %(source_url)s, %(file_name)s, %(waits_for)s, %(column_map)s,
+       %(delimiter)s, %(encoding)s, z, z, z, z, %(error_counts)s, z, z,
+       %(fields)s, %(filters)s, %(compression)s, %(record_count)s
+FROM (SELECT CASE WHEN %(kind)s = 'import' THEN 0 END AS z) AS counters
+ON CONFLICT (kind, idempotency_key) DO NOTHING
 RETURNING *;
 
--- name: get_import_job_by_key
-SELECT * FROM import_jobs WHERE idempotency_key = %(idempotency_key)s;
+-- name: get_job_by_key
+SELECT * FROM jobs WHERE kind = %(kind)s AND idempotency_key = %(idempotency_key)s;
 
--- name: get_import_job
-SELECT * FROM import_jobs WHERE id = %(id)s;
+-- name: get_job
+SELECT * FROM jobs WHERE id = %(id)s AND kind = %(kind)s;
 
--- name: list_import_jobs
-SELECT * FROM import_jobs
-WHERE (%(status)s::job_status IS NULL OR status = %(status)s::job_status)
+-- name: list_jobs
+SELECT * FROM jobs
+WHERE kind = %(kind)s
+  AND (%(status)s::job_status IS NULL OR status = %(status)s::job_status)
   AND (%(resource)s::text IS NULL OR resource = %(resource)s)
   AND (%(after_created)s::timestamptz IS NULL
        OR (created_at, id) < (%(after_created)s::timestamptz, %(after_id)s::text))
@@ -39,44 +51,47 @@ SELECT j.*, CASE WHEN j.error_records = %(known_records)s
     FROM (SELECT row, errors FROM import_errors WHERE job_id = j.id
           ORDER BY row LIMIT %(limit)s) e
 ) END AS first_errors
-FROM import_jobs j WHERE j.id = %(id)s;
+FROM jobs j WHERE j.id = %(id)s AND j.kind = 'import';
 
--- name: cancel_import_job
-UPDATE import_jobs
+-- name: cancel_job
+UPDATE jobs
 SET status = 'cancelled', completed_at = now(), updated_at = now()
-WHERE id = %(id)s AND status IN ('pending', 'processing')
+WHERE id = %(id)s AND kind = %(kind)s AND status IN ('pending', 'processing')
 RETURNING *;
 
--- name: claim_import_job
--- A pending job that waits for no earlier job of a resource it references (load
--- order, SPEC §4: the blockers are defined by the view import_job_blockers), or a
--- processing one whose worker stopped renewing its lease (it had started, so it
--- waited already). A waiting job is skipped, never blocks the jobs behind it.
-UPDATE import_jobs
+-- name: claim_job
+-- One statement for both kinds. A pending job that waits for no earlier job of a
+-- resource it references (load order, SPEC §4: the blockers are defined by the view
+-- import_job_blockers; exports wait for nothing), or a processing one whose worker
+-- stopped renewing its lease (it had started, so it waited already). A waiting job
+-- is skipped, never blocks the jobs behind it. Jobs of %(first)s come first, oldest
+-- first, then the other kind's: the worker alternates %(first)s from poll to poll,
+-- so queued imports never starve exports, nor the reverse.
+UPDATE jobs
 SET status = 'processing', owner = %(owner)s, attempts = attempts + 1,
     lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = (
-    SELECT id FROM import_jobs j
+    SELECT id FROM jobs j
     WHERE (status = 'pending'
            AND NOT EXISTS (SELECT 1 FROM import_job_blockers b
                            WHERE b.resource = ANY (j.waits_for)
                              AND b.created_at < j.created_at))
        OR (status = 'processing' AND lease_expires_at < now())
-    ORDER BY created_at
+    ORDER BY kind <> %(first)s, created_at
     FOR UPDATE SKIP LOCKED
     LIMIT 1
 )
 RETURNING *;
 
--- name: renew_import_lease
-UPDATE import_jobs
+-- name: renew_lease
+UPDATE jobs
 SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
 WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing'
 RETURNING status;
 
 -- name: set_import_source
-UPDATE import_jobs
+UPDATE jobs
 SET format = %(format)s, columns = %(columns)s, file_key = %(file_key)s,
     file_size_bytes = %(file_size_bytes)s,
     delimiter = coalesce(%(delimiter)s, delimiter),
@@ -88,7 +103,7 @@ WHERE id = %(id)s AND owner = %(owner)s;
 -- row is returned and the caller rolls the batch back.
 -- Progress resets the attempt count: MAX_ATTEMPTS bounds claims that commit
 -- nothing (a poison job), not the hand-backs and crashes of a long import.
-UPDATE import_jobs
+UPDATE jobs
 SET attempts = 1, checkpoint = %(checkpoint)s, bytes_processed = %(bytes_processed)s,
     processed_records = processed_records + %(processed)s,
     successful_records = successful_records + %(successful)s,
@@ -102,7 +117,7 @@ RETURNING status;
 
 -- name: reset_import_progress
 -- A dry run cannot resume (its rows were never committed): start it over.
-UPDATE import_jobs
+UPDATE jobs
 SET checkpoint = 0, bytes_processed = 0, processed_records = 0, successful_records = 0,
     error_records = 0, failed_batches = 0, error_counts = '{}', updated_at = now()
 WHERE id = %(id)s AND owner = %(owner)s;
@@ -110,31 +125,41 @@ WHERE id = %(id)s AND owner = %(owner)s;
 -- name: delete_import_errors
 DELETE FROM import_errors WHERE job_id = %(id)s;
 
--- name: finish_import_job
-UPDATE import_jobs
+-- name: copy_import_errors
+COPY import_errors (job_id, row, record, errors) FROM STDIN;
+
+-- name: finish_job
+-- What the job produced stays as it is where NULL is given: an import's file and
+-- counters are its own; an export's file facts are only known here (and stay NULL
+-- for a failed export, as they were). total_records is NULL for exports.
+UPDATE jobs
 SET status = %(status)s::job_status, total_records = processed_records,
+    record_count = coalesce(%(record_count)s, record_count),
+    file_key = coalesce(%(file_key)s, file_key),
+    file_size_bytes = coalesce(%(file_size_bytes)s, file_size_bytes),
+    expires_at = coalesce(%(expires_at)s, expires_at),
     failure_reason = %(failure_reason)s, completed_at = now(), updated_at = now(),
     lease_expires_at = NULL
 WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing'
 RETURNING *;
 
--- name: release_import_job
+-- name: release_job
 -- Graceful stop: hand the job back so another worker resumes it at once.
-UPDATE import_jobs
+UPDATE jobs
 SET status = 'pending', owner = NULL, lease_expires_at = NULL, updated_at = now()
 WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing';
 
--- name: end_cancelled_import
+-- name: end_cancelled_job
 -- The worker of a job cancelled while it ran committed its last batch: the job
 -- no longer holds back the jobs waiting for it, and its file may go.
-UPDATE import_jobs SET lease_expires_at = NULL
+UPDATE jobs SET lease_expires_at = NULL
 WHERE id = %(id)s AND owner = %(owner)s AND status = 'cancelled';
 
 -- name: import_waiting_for
 -- For the pending jobs among %(ids)s, the earlier jobs each one waits for (the
 -- status document's waiting_for), oldest first.
 SELECT j.id, array_agg(b.id ORDER BY b.created_at, b.id) AS waiting_for
-FROM import_jobs j
+FROM jobs j
 JOIN import_job_blockers b ON b.resource = ANY (j.waits_for) AND b.created_at < j.created_at
 WHERE j.id = ANY (%(ids)s) AND j.status = 'pending'
 GROUP BY j.id;
@@ -153,92 +178,25 @@ WHERE job_id = %(id)s AND row > %(after_row)s AND errors @> %(code)s::jsonb
 ORDER BY row
 LIMIT %(limit)s;
 
--- name: insert_export_job
-INSERT INTO export_jobs (id, idempotency_key, fingerprint, request_id, resource, format,
-                         fields, filters, compression)
-VALUES (%(id)s, %(idempotency_key)s, %(fingerprint)s, %(request_id)s, %(resource)s, %(format)s,
-        %(fields)s, %(filters)s, %(compression)s)
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING *;
-
--- name: get_export_job_by_key
-SELECT * FROM export_jobs WHERE idempotency_key = %(idempotency_key)s;
-
--- name: get_export_job
-SELECT * FROM export_jobs WHERE id = %(id)s;
-
--- name: list_export_jobs
-SELECT * FROM export_jobs
-WHERE (%(status)s::job_status IS NULL OR status = %(status)s::job_status)
-  AND (%(resource)s::text IS NULL OR resource = %(resource)s)
-  AND (%(after_created)s::timestamptz IS NULL
-       OR (created_at, id) < (%(after_created)s::timestamptz, %(after_id)s::text))
-ORDER BY created_at DESC, id DESC
-LIMIT %(limit)s;
-
--- name: cancel_export_job
-UPDATE export_jobs
-SET status = 'cancelled', completed_at = now(), updated_at = now()
-WHERE id = %(id)s AND status IN ('pending', 'processing')
-RETURNING *;
-
--- name: claim_export_job
-UPDATE export_jobs
-SET status = 'processing', owner = %(owner)s, attempts = attempts + 1,
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-    started_at = coalesce(started_at, now()), updated_at = now()
-WHERE id = (
-    SELECT id FROM export_jobs
-    WHERE status = 'pending' OR (status = 'processing' AND lease_expires_at < now())
-    ORDER BY created_at
-    FOR UPDATE SKIP LOCKED
-    LIMIT 1
-)
-RETURNING *;
-
--- name: renew_export_lease
-UPDATE export_jobs
-SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing'
-RETURNING status;
-
--- name: finish_export_job
-UPDATE export_jobs
-SET status = %(status)s::job_status, record_count = %(record_count)s, file_key = %(file_key)s,
-    file_size_bytes = %(file_size_bytes)s, expires_at = %(expires_at)s,
-    failure_reason = %(failure_reason)s, completed_at = now(), updated_at = now(),
-    lease_expires_at = NULL
-WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing'
-RETURNING *;
-
--- name: end_cancelled_export
-UPDATE export_jobs SET lease_expires_at = NULL
-WHERE id = %(id)s AND owner = %(owner)s AND status = 'cancelled';
-
--- name: release_export_job
-UPDATE export_jobs
-SET status = 'pending', owner = NULL, lease_expires_at = NULL, updated_at = now()
-WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing';
-
 -- name: list_expired_exports
 -- Export files past their expiry, still stored: the sweeper deletes them. Locked,
 -- so that two instances sweeping at once never take the same rows.
-SELECT id, file_key FROM export_jobs
-WHERE expires_at < now() AND file_key IS NOT NULL
+SELECT id, file_key FROM jobs
+WHERE kind = 'export' AND expires_at < now() AND file_key IS NOT NULL
 ORDER BY expires_at
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: forget_export_file
-UPDATE export_jobs SET file_key = NULL, updated_at = now()
+UPDATE jobs SET file_key = NULL, updated_at = now()
 WHERE id = %(id)s AND file_key = %(file_key)s;
 
 -- name: list_expired_uploads
 -- Files of ended imports kept longer than the retention: the sweeper deletes them.
 -- Locked, so that two instances sweeping at once never take the same rows. A job
 -- cancelled with its last batch in flight still holds a lease: its file stays.
-SELECT id, file_key FROM import_jobs
-WHERE file_key IS NOT NULL AND file_deleted_at IS NULL
+SELECT id, file_key FROM jobs
+WHERE kind = 'import' AND file_key IS NOT NULL AND file_deleted_at IS NULL
   AND status IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
   AND completed_at <= now() - make_interval(secs => %(retention_seconds)s)
   AND (lease_expires_at IS NULL OR lease_expires_at < now())
@@ -247,26 +205,19 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: forget_upload_file
-UPDATE import_jobs SET file_deleted_at = now(), updated_at = now()
+UPDATE jobs SET file_deleted_at = now(), updated_at = now()
 WHERE id = %(id)s AND file_key = %(file_key)s;
 
 -- name: health_check
 SELECT 1;
 
 -- name: queue_stats
--- Unfinished jobs for /metrics (served by the partial claim indexes): per resource and
--- status, the count, the age of the oldest, the time since the least recently updated
--- one changed, and how many hold an expired lease (their worker is gone).
-SELECT 'import' AS type, resource, status::text AS status, count(*) AS jobs,
+-- Unfinished jobs for /metrics (served by the partial claim index): per kind, resource
+-- and status, the count, the age of the oldest, the time since the least recently
+-- updated one changed, and how many hold an expired lease (their worker is gone).
+SELECT kind AS type, resource, status::text AS status, count(*) AS jobs,
        extract(epoch FROM now() - min(created_at))::float8 AS oldest_seconds,
        extract(epoch FROM now() - min(updated_at))::float8 AS idle_seconds,
        count(*) FILTER (WHERE lease_expires_at < now()) AS expired_leases
-FROM import_jobs WHERE status IN ('pending', 'processing')
-GROUP BY resource, status
-UNION ALL
-SELECT 'export', resource, status::text, count(*),
-       extract(epoch FROM now() - min(created_at))::float8,
-       extract(epoch FROM now() - min(updated_at))::float8,
-       count(*) FILTER (WHERE lease_expires_at < now())
-FROM export_jobs WHERE status IN ('pending', 'processing')
-GROUP BY resource, status;
+FROM jobs WHERE status IN ('pending', 'processing')
+GROUP BY kind, resource, status;
