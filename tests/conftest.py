@@ -23,8 +23,9 @@ import pytest
 
 from bulkport import db
 from bulkport.config import Settings
+from bulkport.jobs import service
 from bulkport.jobs.status import JobKind
-from bulkport.jobs.store import STORE, fingerprint
+from bulkport.jobs.store import fingerprint
 from bulkport.jobs.worker import Worker
 from bulkport.storage import LocalStorage
 
@@ -88,8 +89,8 @@ def submit_import(url: str, settings: Settings, path: Path, resource: str, *,
               "source_url": None, "idempotency_key": None, "request_id": None,
               "wait_for_parents": wait_for_parents, "fingerprint": fingerprint(sha=stored.sha256)}
     with db.connect(url, autocommit=True) as c:
-        job, _ = STORE.create(c, JobKind.IMPORT, values)
-    return str(job["id"])
+        job, _ = service.create(c, JobKind.IMPORT, values)
+    return job.id
 
 
 def run_jobs(url: str, settings: Settings) -> None:
@@ -101,7 +102,7 @@ def run_jobs(url: str, settings: Settings) -> None:
 
 def get_job(url: str, job_id: str, kind: JobKind = JobKind.IMPORT) -> dict[str, Any]:
     with db.connect(url, autocommit=True) as c:
-        return STORE.get(c, kind, job_id)
+        return service.get(c, kind, job_id).row()
 
 
 def free_port() -> int:

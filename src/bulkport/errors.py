@@ -24,10 +24,6 @@ class BulkportError(Exception):
         self.details = details
 
 
-class Retryable(BulkportError):
-    """Marker: the same work may succeed later (database restart, network blip)."""
-
-
 class Terminal(BulkportError):
     """Marker: retrying cannot help; the job fails with this reason."""
 

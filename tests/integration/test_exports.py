@@ -360,15 +360,18 @@ def test_failed_upload_leaves_no_file_and_a_reason(seeded: str, settings: Settin
         def publish(self, tmp: Path, key: str) -> None:
             raise StorageError("upload to s3://nowhere failed: AccessDenied")
 
-    from bulkport.pipeline.export_job import ExportRun, run_export
+    from bulkport.jobs.runtime import Resources, run_claimed
+    from bulkport.records import job_from_row
+    from bulkport.storage import LocalStorage
 
     job_id = submit_export(seeded, "users", "ndjson")
     with db.connect(seeded, autocommit=True) as c:
         job = STORE.claim(c, JobKind.EXPORT, "w", 30)
     assert job is not None and job["id"] == job_id
     storage = Refusing(settings.export_dir)
-    status = run_export(ExportRun(job=job, owner="w", settings=settings, storage=storage,
-                                  connect=lambda: db.connect(seeded, autocommit=True)))
+    status = run_claimed(job_from_row(job), "w", Resources(
+        settings, lambda: db.connect(seeded, autocommit=True),
+        LocalStorage(settings.upload_dir), storage))
     assert status is JobStatus.FAILED
     job = get_job(seeded, job_id, JobKind.EXPORT)
     assert job["status"] == "failed" and "AccessDenied" in job["failure_reason"]

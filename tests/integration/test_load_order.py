@@ -15,6 +15,7 @@ import pytest
 from bulkport import db
 from bulkport.config import Settings
 from bulkport.gen import FILE_NAMES, GenConfig, generate
+from bulkport.jobs import service
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE
 from bulkport.jobs.worker import Worker
@@ -129,14 +130,14 @@ def test_a_failed_or_cancelled_parent_releases_the_child(
     assert _claim(conn) == users
     assert _claim(conn) is None  # the parent is processing
     if end == "fail":
-        STORE.finish(conn, JobKind.IMPORT, users, "w", JobStatus.FAILED, failure_reason="x")
+        service.fail(conn, users, "w", "x")
     else:
         STORE.cancel(conn, JobKind.IMPORT, users)
         # The batch in flight of a cancelled job still commits: the child waits for it...
         assert _claim(conn) is None
         assert STORE.waiting_for(conn, [get_job(clean_db, comments)]) == {comments: [users]}
         # ... until the parent's worker is done with it.
-        STORE.end_cancelled(conn, JobKind.IMPORT, users, "w")
+        service.stopped(conn, users, "w")
     assert _claim(conn) == comments
 
 

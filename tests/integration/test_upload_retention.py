@@ -13,9 +13,11 @@ import psycopg
 import pytest
 
 from bulkport.config import Settings
+from bulkport.jobs import service
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE
 from bulkport.jobs.sweep import sweep
+from bulkport.pipeline.progress import Outcome
 from bulkport.storage import LocalStorage
 from tests.conftest import USERS_HUGE, ServerProcess, get_job, run_jobs, submit_import
 from tests.ops.conftest import FileServer
@@ -144,8 +146,8 @@ def test_unfinished_jobs_keep_their_files(clean_db: str, settings: Settings,
     assert sweep(conn, JobKind.IMPORT, storage, retention_seconds=0) == 0
     assert len(_stored(settings)) == 4
     # Once each has ended (the cancelled one's worker done with it), its file goes.
-    STORE.finish(conn, JobKind.IMPORT, crashed, "heir", JobStatus.COMPLETED)
-    STORE.end_cancelled(conn, JobKind.IMPORT, cancelled, "canceller")
+    service.finish(conn, crashed, "heir", Outcome(JobStatus.COMPLETED))
+    service.stopped(conn, cancelled, "canceller")
     assert sweep(conn, JobKind.IMPORT, storage, retention_seconds=0) == 2
     assert len(_stored(settings)) == 2
     assert {get_job(clean_db, j)["file_deleted_at"] is None

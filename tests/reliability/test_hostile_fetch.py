@@ -24,6 +24,7 @@ import pytest
 
 from bulkport import db
 from bulkport.config import Settings
+from bulkport.jobs import service
 from bulkport.jobs.status import JobKind
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.jobs.worker import Worker
@@ -151,7 +152,7 @@ def test_a_download_stops_when_the_worker_must_let_go(clean_db: str, tmp_path: P
         worker.stopping.set()
     else:  # another worker takes the job over (as after an expired lease)
         with db.connect(clean_db, autocommit=True) as c:
-            STORE.release(c, JobKind.IMPORT, job_id, worker.name)
+            service.release(c, job_id, worker.name)
             assert STORE.claim(c, JobKind.IMPORT, "other-worker", 60) is not None
     thread.join(15)
     assert not thread.is_alive(), "the worker kept downloading"

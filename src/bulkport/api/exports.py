@@ -35,10 +35,12 @@ from bulkport.api.schemas import ErrorResponse, encode_cursor
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
 from bulkport.errors import BadRequest, Conflict, ExportExpired, TooManyExports
+from bulkport.jobs import service
 from bulkport.jobs.status import JobKind, JobStatus
-from bulkport.jobs.store import STORE, fingerprint
+from bulkport.jobs.store import fingerprint
 from bulkport.pipeline.export_spec import MEDIA_TYPES, parse_spec
 from bulkport.pipeline.exporter import CopyStream
+from bulkport.records import ExportJob as ExportRecord
 from bulkport.storage import export_storage
 
 
@@ -191,12 +193,12 @@ async def create_export(
               "fingerprint": fingerprint(**identity)}
     job, created = await run_in_threadpool(_create, state, values)
     return JSONResponse(export_job_view(job, exports), status_code=202 if created else 200,
-                        headers={"Location": f"/v1/exports/{job['id']}"})
+                        headers={"Location": f"/v1/exports/{job.id}"})
 
 
-def _create(state: AppState, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def _create(state: AppState, values: dict[str, Any]) -> tuple[ExportRecord, bool]:
     with state.conn() as conn:
-        return STORE.create(conn, JobKind.EXPORT, values)
+        return service.create(conn, JobKind.EXPORT, values)
 
 
 def _list(state: AppState, exports: ExportState, params: dict[str, str]) -> JSONResponse:
@@ -216,17 +218,17 @@ def _list(state: AppState, exports: ExportState, params: dict[str, str]) -> JSON
     limit = int(raw_limit)
     after = list_cursor(params["cursor"]) if params.get("cursor") else None
     with state.conn() as conn:
-        jobs = STORE.list_jobs(conn, JobKind.EXPORT, status=status, resource=None, limit=limit,
-                               after=after)
+        jobs = service.list_jobs(conn, JobKind.EXPORT, status=status, resource=None,
+                                 limit=limit, after=after)
     data = [export_job_view(j, exports) for j in jobs]
-    nxt = encode_cursor(jobs[-1]["created_at"], jobs[-1]["id"]) if len(jobs) == limit else None
+    nxt = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(jobs) == limit else None
     return JSONResponse({"data": data, "next_cursor": nxt})
 
 
 @router.get("/{job_id}", response_model=ExportJob, responses=ERRORS, summary="Export status")
 def get_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
     with state.conn() as conn:
-        job = STORE.get(conn, JobKind.EXPORT, job_id)
+        job = service.get(conn, JobKind.EXPORT, job_id)
     return JSONResponse(export_job_view(job, exports))
 
 
@@ -234,33 +236,32 @@ def get_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
             summary="Download the file of a completed export")
 def download_export(job_id: JobId, state: State, exports: Exports) -> Response:
     with state.conn() as conn:
-        job = STORE.get(conn, JobKind.EXPORT, job_id)
-    status = JobStatus(job["status"])
+        job = service.get(conn, JobKind.EXPORT, job_id)
+    status = JobStatus(job.status)
     if status is not JobStatus.COMPLETED:
         raise Conflict(f"the export is {status}; its file can be downloaded once it is "
                        "completed", status=status.value)
-    key = job["file_key"]
+    key = job.file_key
     if key is None or _expired(job) or not exports.storage.exists(key):
-        raise ExportExpired(f"the export expired at {job['expires_at']}; start a new export",
-                            expires_at=str(job["expires_at"]))
+        raise ExportExpired(f"the export expired at {job.expires_at}; start a new export",
+                            expires_at=str(job.expires_at))
     url = _presigned(job, exports)
     if url is not None:
         return RedirectResponse(url, status_code=307)
-    name = f"{job['resource']}-{job['id']}.{job['format']}"
-    if job["compression"] == "gzip":
+    name = f"{job.resource}-{job.id}.{job.format}"
+    if job.compression == "gzip":
         # The file is a .gz to keep: served as application/gzip, not Content-Encoding
         # (a client would inflate that on the fly and save the plain file under a .gz name).
         return FileResponse(exports.storage.path(key), media_type=GZIP_MEDIA_TYPE,
                             filename=f"{name}.gz")
-    return FileResponse(exports.storage.path(key), media_type=MEDIA_TYPES_BY_NAME[job["format"]],
+    return FileResponse(exports.storage.path(key), media_type=MEDIA_TYPES_BY_NAME[job.format],
                         filename=name)
 
 
 @router.post("/{job_id}/cancel", response_model=ExportJob, responses=ERRORS,
              summary="Cancel a pending or processing export")
 def cancel_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
-    with state.conn() as conn:
-        job = STORE.cancel(conn, JobKind.EXPORT, job_id)
+    job = service.cancel(state.conn, JobKind.EXPORT, job_id)
     return JSONResponse(export_job_view(job, exports))
 
 
@@ -270,29 +271,31 @@ MEDIA_TYPES_BY_NAME = {f.value: t for f, t in MEDIA_TYPES.items()}
 GZIP_MEDIA_TYPE = "application/gzip"
 
 
-def _expired(job: dict[str, Any]) -> bool:
-    expires = job["expires_at"]
+def _expired(job: ExportRecord) -> bool:
+    expires = job.expires_at
     return expires is not None and expires <= datetime.now(UTC)
 
 
-def _presigned(job: dict[str, Any], exports: ExportState) -> str | None:
-    remaining = int((job["expires_at"] - datetime.now(UTC)).total_seconds())
+def _presigned(job: ExportRecord, exports: ExportState) -> str | None:
+    if job.expires_at is None or job.file_key is None:  # a completed export has both
+        return None
+    remaining = int((job.expires_at - datetime.now(UTC)).total_seconds())
     return exports.storage.presigned_url(
-        job["file_key"], expires_in=min(exports.url_ttl_seconds, remaining))
+        job.file_key, expires_in=min(exports.url_ttl_seconds, remaining))
 
 
-def export_job_view(job: dict[str, Any], exports: ExportState) -> dict[str, Any]:
-    status = JobStatus(job["status"])
+def export_job_view(job: ExportRecord, exports: ExportState) -> dict[str, Any]:
+    status = JobStatus(job.status)
     download = None
-    if status is JobStatus.COMPLETED and job["file_key"] and not _expired(job):
-        download = _presigned(job, exports) or f"/v1/exports/{job['id']}/download"
+    if status is JobStatus.COMPLETED and job.file_key and not _expired(job):
+        download = _presigned(job, exports) or f"/v1/exports/{job.id}/download"
     return {
-        "job_id": job["id"], "resource": job["resource"], "format": job["format"],
-        "compression": job["compression"], "fields": job["fields"],
-        "filters": job["filters"] or {}, "status": status,
-        "record_count": job["record_count"], "file_size_bytes": job["file_size_bytes"],
-        "download_url": download, "expires_at": job["expires_at"],
-        "failure_reason": job["failure_reason"], "request_id": job["request_id"],
-        "created_at": job["created_at"], "started_at": job["started_at"],
-        "completed_at": job["completed_at"],
+        "job_id": job.id, "resource": job.resource, "format": job.format,
+        "compression": job.compression, "fields": job.fields,
+        "filters": job.filters or {}, "status": status,
+        "record_count": job.record_count, "file_size_bytes": job.file_size_bytes,
+        "download_url": download, "expires_at": job.expires_at,
+        "failure_reason": job.failure_reason, "request_id": job.request_id,
+        "created_at": job.created_at, "started_at": job.started_at,
+        "completed_at": job.completed_at,
     }

@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from bulkport.records import ImportJob
+
 #: Jobs whose first errors are kept; at most ~10 KB each (100 entries).
 MAX_JOBS = 1024
 
@@ -60,20 +62,20 @@ class FirstErrorsCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def resolve(self, job: dict[str, Any], held: Cached | None,
+    def resolve(self, job: ImportJob, rows: list[dict[str, Any]] | None, held: Cached | None,
                 flatten: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
                 limit: int) -> orjson.Fragment:
         """The job's encoded first ``limit`` entries: ``held``, or those just read.
 
         ``held`` is what :meth:`get` returned before the query (kept by the caller, so
-        that an eviction in between cannot lose it). ``job["first_errors"]`` is
-        ``None`` when the query found ``held`` current, else the records just read.
+        that an eviction in between cannot lose it). ``rows`` (the status query's first
+        errors) is ``None`` when the query found ``held`` current, else the records
+        just read.
         """
-        rows = job["first_errors"]
         if rows is None and held is not None:
             return held.encoded
         encoded = orjson.Fragment(orjson.dumps(flatten(rows or [])[:limit]))
-        self.put(job["id"], Cached(job["error_records"], job["updated_at"], encoded))
+        self.put(job.id, Cached(job.error_records, job.updated_at, encoded))
         return encoded
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -14,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from bulkport import records
 from bulkport.api.errors import request_id_var
 from bulkport.api.first_errors import known
 from bulkport.api.import_params import (
@@ -41,8 +40,9 @@ from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
 from bulkport.api.upload import receive_upload
 from bulkport.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from bulkport.jobs import service
 from bulkport.jobs.status import JobKind, JobStatus
-from bulkport.jobs.store import STORE, fingerprint
+from bulkport.jobs.store import fingerprint
 from bulkport.pipeline.fetch import check_url
 from bulkport.pipeline.formats import (
     format_from_name,
@@ -62,8 +62,6 @@ FIRST_ERRORS = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Longest file name kept from an upload (characters).
 MAX_FILE_NAME_CHARS = 255
-#: Longest a cancel waits for the batch in flight to commit (seconds).
-CANCEL_SETTLE_SECONDS = 5.0
 _URL_EXAMPLE = '{"resource": "users", "file_url": "https://example.com/users.csv"}'
 
 
@@ -144,19 +142,19 @@ async def create_import(
         state.uploads.delete(stored.key)  # the replayed job keeps its own copy
     view = await run_in_threadpool(_view, state, job)
     return JSONResponse(view, status_code=202 if created else 200,
-                          headers={"Location": f"/v1/imports/{job['id']}"})
+                          headers={"Location": f"/v1/imports/{job.id}"})
 
 
-def _create(state: AppState, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def _create(state: AppState, values: dict[str, Any]) -> tuple[records.ImportJob, bool]:
     with state.conn() as conn:
-        return STORE.create(conn, JobKind.IMPORT, values)
+        return service.create(conn, JobKind.IMPORT, values)
 
 
-def _view(state: AppState, job: dict[str, Any]) -> dict[str, Any]:
+def _view(state: AppState, job: records.ImportJob) -> dict[str, Any]:
     with state.conn() as conn:
-        rows = STORE.import_errors(conn, job["id"], after_row=0, limit=FIRST_ERRORS)
-        waiting = STORE.waiting_for(conn, [job])
-    return import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS], waiting.get(job["id"]))
+        rows = service.import_errors(conn, job.id, after_row=0, limit=FIRST_ERRORS)
+        waiting = service.waiting_for(conn, [job])
+    return import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS], waiting.get(job.id))
 
 
 @router.get("", response_model=ImportJobPage, responses=ERRORS, summary="List import jobs")
@@ -171,11 +169,11 @@ def list_imports(
         get_resource(resource)
     after = list_cursor(cursor) if cursor else None
     with state.conn() as conn:
-        jobs = STORE.list_jobs(conn, JobKind.IMPORT, status=status, resource=resource, limit=limit,
-                          after=after)
-        waiting = STORE.waiting_for(conn, jobs)
-    data = [import_job_view(j, [], waiting.get(j["id"])) for j in jobs]
-    nxt = encode_cursor(jobs[-1]["created_at"], jobs[-1]["id"]) if len(jobs) == limit else None
+        jobs = service.list_jobs(conn, JobKind.IMPORT, status=status, resource=resource,
+                                 limit=limit, after=after)
+        waiting = service.waiting_for(conn, jobs)
+    data = [import_job_view(j, [], waiting.get(j.id)) for j in jobs]
+    nxt = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(jobs) == limit else None
     return JSONResponse({"data": data, "next_cursor": nxt})
 
 
@@ -183,9 +181,10 @@ def list_imports(
 def get_import(job_id: JobId, state: State) -> JSONResponse:
     held = state.first_errors.get(job_id)
     with state.conn() as conn:  # one query: the job, and its first errors unless held
-        job = STORE.import_status(conn, job_id, first_errors=FIRST_ERRORS, known=known(held))
-        waiting = STORE.waiting_for(conn, [job])  # no query unless the job is pending
-    errors = state.first_errors.resolve(job, held, flatten_errors, FIRST_ERRORS)
+        job, first = service.import_status(conn, job_id, first_errors=FIRST_ERRORS,
+                                           known=known(held))
+        waiting = service.waiting_for(conn, [job])  # no query unless the job is pending
+    errors = state.first_errors.resolve(job, first, held, flatten_errors, FIRST_ERRORS)
     return JSONResponse(import_job_view(job, errors, waiting.get(job_id)))
 
 
@@ -193,33 +192,10 @@ def get_import(job_id: JobId, state: State) -> JSONResponse:
              summary="Cancel a pending or processing import")
 def cancel_import(job_id: JobId, state: State) -> JSONResponse:
     """The reply shows the job as it stays: the batch in flight finishes first."""
+    job = service.cancel(state.conn, JobKind.IMPORT, job_id)
     with state.conn() as conn:
-        job = STORE.cancel(conn, JobKind.IMPORT, job_id)
-    job = _settled(state, job)
-    with state.conn() as conn:
-        rows = STORE.import_errors(conn, job_id, after_row=0, limit=FIRST_ERRORS)
+        rows = service.import_errors(conn, job_id, after_row=0, limit=FIRST_ERRORS)
     return JSONResponse(import_job_view(job, flatten_errors(rows)[:FIRST_ERRORS]))
-
-
-def _settled(state: AppState, job: dict[str, Any]) -> dict[str, Any]:
-    """The cancelled job once its worker's batch in flight has committed.
-
-    A live worker always has a batch in flight, which still commits after the
-    cancel; waiting for it (at most :data:`CANCEL_SETTLE_SECONDS`) makes the
-    reply's counters the job's final ones. A job no live worker holds has none.
-    """
-    lease = job["lease_expires_at"]
-    if job["owner"] is None or lease is None or lease <= datetime.now(UTC):
-        return job
-    deadline = time.monotonic() + CANCEL_SETTLE_SECONDS
-    now = job
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        with state.conn() as conn:
-            now = STORE.get(conn, JobKind.IMPORT, job["id"])
-        if now["checkpoint"] != job["checkpoint"]:
-            return now
-    return now
 
 
 @router.get("/{job_id}/errors", response_model=ErrorPage,
@@ -237,7 +213,7 @@ def import_errors(
                     "only the records having it")] = None,
 ) -> Any:
     with state.conn() as conn:
-        job = STORE.get(conn, JobKind.IMPORT, job_id)
+        job = service.get(conn, JobKind.IMPORT, job_id)
     if format == "json":
         return JSONResponse(_error_page(state, job_id, limit, cursor, code))
     name = f"import-{job_id}-errors.{format}"
@@ -261,7 +237,8 @@ def _error_page(state: AppState, job_id: str, limit: int, cursor: str | None,
     # Every stored record has at least one entry: limit + 1 records always hold the
     # limit + 1 entries needed to know whether another page exists.
     with state.conn() as conn:
-        rows = STORE.import_errors(conn, job_id, after_row=row - 1, limit=limit + 1, code=code)
+        rows = service.import_errors(conn, job_id, after_row=row - 1, limit=limit + 1,
+                                     code=code)
     entries = [(r["row"], i, e) for r in rows for i, e in enumerate(r["errors"])
                if (r["row"] != row or i >= skip) and (code is None or e["code"] == code)]
     nxt = encode_cursor(entries[limit][0], entries[limit][1]) if len(entries) > limit else None
@@ -276,8 +253,8 @@ def _rejects(state: AppState, job_id: str, code: str | None) -> Iterator[dict[st
     after = 0
     while True:
         with state.conn() as conn:
-            rows = STORE.import_errors(conn, job_id, after_row=after, limit=DOWNLOAD_PAGE,
-                                       code=code)
+            rows = service.import_errors(conn, job_id, after_row=after, limit=DOWNLOAD_PAGE,
+                                         code=code)
         yield from rows
         if len(rows) < DOWNLOAD_PAGE:
             return
@@ -289,5 +266,6 @@ def _ndjson_rejects(state: AppState, job_id: str, code: str | None) -> Iterator[
         yield orjson.dumps({"row": r["row"], "record": r["record"], "errors": r["errors"]}) + b"\n"
 
 
-def _csv_rejects(state: AppState, job: dict[str, Any], code: str | None) -> Iterator[bytes]:
-    return csv_download(job, _rejects(state, job["id"], code))
+def _csv_rejects(state: AppState, job: records.ImportJob, code: str | None
+                 ) -> Iterator[bytes]:
+    return csv_download(job, _rejects(state, job.id, code))

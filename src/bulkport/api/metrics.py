@@ -25,15 +25,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from starlette.responses import Response
 
 from bulkport import metrics
 from bulkport.api.state import AppState, get_state
-from bulkport.jobs.status import JobKind, JobStatus
+from bulkport.jobs import service
 from bulkport.resources import RESOURCES
-from bulkport.sql import QUERIES
+from bulkport.status import JobKind, JobStatus
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -80,9 +79,8 @@ class QueueCollector:
         up = GaugeMetricFamily("bulkport_database_up",
                                "1 when the job queue could be read at this scrape")
         try:
-            with self.pool.connection(timeout=QUEUE_CONNECT_TIMEOUT_SECONDS) as conn, \
-                    conn.cursor(row_factory=dict_row) as cur:
-                rows = cur.execute(QUERIES["queue_stats"]).fetchall()
+            with self.pool.connection(timeout=QUEUE_CONNECT_TIMEOUT_SECONDS) as conn:
+                rows = service.queue_stats(conn)
         except Exception as exc:  # a scrape never fails because of the database
             log.warning("reading the job queue for /metrics failed: %s", exc)
             up.add_metric([], 0)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, Field, create_model
 
+from bulkport import records
 from bulkport.errors import BadRequest
 from bulkport.jobs.status import JobStatus
 from bulkport.resources import RESOURCES, Kind, Resource
@@ -77,15 +78,15 @@ class ErrorPage(BaseModel):
     next_cursor: str | None
 
 
-def import_job_view(job: dict[str, Any], errors: list[dict[str, Any]] | orjson.Fragment,
+def import_job_view(job: records.ImportJob, errors: list[dict[str, Any]] | orjson.Fragment,
                     waiting_for: list[str] | None = None) -> dict[str, Any]:
-    status = JobStatus(job["status"])
+    status = JobStatus(job.status)
     now = datetime.now(UTC)
-    started = job["started_at"]
-    end = job["completed_at"] or now
+    started = job.started_at
+    end = job.completed_at or now
     elapsed = (end - started).total_seconds() if started else None
-    processed = job["processed_records"]
-    share = job["bytes_processed"] / job["file_size_bytes"] if job["file_size_bytes"] else 0.0
+    processed = job.processed_records
+    share = job.bytes_processed / job.file_size_bytes if job.file_size_bytes else 0.0
     if status is JobStatus.CANCELLED:
         progress = min(share, 1.0)  # how far it got: a cancelled job did not finish its file
     elif status.terminal:
@@ -97,21 +98,21 @@ def import_job_view(job: dict[str, Any], errors: list[dict[str, Any]] | orjson.F
     if not status.terminal and progress > 0 and elapsed:
         eta = round(elapsed * (1 - progress) / progress, 1)
     return {
-        "job_id": job["id"], "resource": job["resource"], "format": job["format"],
-        "mode": job["mode"], "dry_run": job["dry_run"], "status": status,
-        "file_name": job["file_name"], "file_size_bytes": job["file_size_bytes"],
-        "total_records": job["total_records"], "processed_records": processed,
-        "successful_records": job["successful_records"], "error_records": job["error_records"],
-        "error_counts": job["error_counts"] or {},
+        "job_id": job.id, "resource": job.resource, "format": job.format,
+        "mode": job.mode, "dry_run": job.dry_run, "status": status,
+        "file_name": job.file_name, "file_size_bytes": job.file_size_bytes,
+        "total_records": job.total_records, "processed_records": processed,
+        "successful_records": job.successful_records, "error_records": job.error_records,
+        "error_counts": job.error_counts or {},
         "progress": round(progress, 4), "rows_per_sec": round(rate, 1) if rate else None,
         "eta_seconds": eta, "errors": errors,
-        "errors_url": f"/v1/imports/{job['id']}/errors",
-        "failed_batches": job["failed_batches"], "failure_reason": job["failure_reason"],
-        "column_map": job.get("column_map"), "delimiter": job.get("delimiter"),
-        "encoding": job.get("encoding"), "encoding_hint": job.get("encoding_hint"),
-        "waiting_for": waiting_for or [], "request_id": job["request_id"],
-        "created_at": job["created_at"],
-        "started_at": started, "completed_at": job["completed_at"],
+        "errors_url": f"/v1/imports/{job.id}/errors",
+        "failed_batches": job.failed_batches, "failure_reason": job.failure_reason,
+        "column_map": job.column_map, "delimiter": job.delimiter,
+        "encoding": job.encoding, "encoding_hint": job.encoding_hint,
+        "waiting_for": waiting_for or [], "request_id": job.request_id,
+        "created_at": job.created_at,
+        "started_at": started, "completed_at": job.completed_at,
     }
 
 

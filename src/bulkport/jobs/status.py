@@ -1,23 +1,5 @@
-"""Job statuses: declared once, mirrored by the PostgreSQL enum ``job_status``."""
+"""Job statuses and kinds, declared in :mod:`bulkport.status` (re-exported here)."""
 
-from __future__ import annotations
+from bulkport.status import JobKind, JobStatus
 
-import enum
-
-
-class JobStatus(enum.StrEnum):
-    PENDING = "pending"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    COMPLETED_WITH_ERRORS = "completed_with_errors"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self not in (JobStatus.PENDING, JobStatus.PROCESSING)
-
-
-class JobKind(enum.StrEnum):
-    IMPORT = "import"
-    EXPORT = "export"
+__all__ = ["JobKind", "JobStatus"]

@@ -1,6 +1,8 @@
-"""The only code that reads or writes the job tables and ``import_errors``.
+"""The only code that reads or writes the ``jobs`` table and ``import_errors``.
 
-Every statement is a named query from ``bulkport/sql/queries.sql``. Methods take
+Rows are dicts of columns here; :mod:`bulkport.jobs.service` turns them into
+typed records for everyone else. Every statement is a named query from
+``bulkport/sql/queries.sql``. Methods take
 an open connection so that callers decide the transaction: the importer writes
 a batch's rows, its error rows and :meth:`JobStore.commit_import_batch` in one.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,11 +21,11 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from bulkport.errors import Conflict, IdempotencyConflict, LeaseLost, NotFound
-from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.pipeline.types import Rejected
 from bulkport.resources import get_resource
 from bulkport.resources.base import clip_depth
 from bulkport.sql import QUERIES
+from bulkport.status import JobKind, JobStatus
 
 Conn = psycopg.Connection[Any]
 Job = dict[str, Any]
@@ -155,21 +157,21 @@ class JobStore:
         return _one(conn, "claim_job", {"first": first.value, "owner": owner,
                                         "lease_seconds": lease_seconds})
 
-    def renew(self, conn: Conn, kind: JobKind, job_id: str, owner: str,
-              lease_seconds: float) -> JobStatus | None:
+    def renew(self, conn: Conn, job_id: str, owner: str, lease_seconds: float
+              ) -> JobStatus | None:
         """Extend the lease; ``None`` when the job is no longer ours to run."""
         row = _one(conn, "renew_lease",
                    {"id": job_id, "owner": owner, "lease_seconds": lease_seconds})
         return JobStatus(row["status"]) if row else None
 
-    def release(self, conn: Conn, kind: JobKind, job_id: str, owner: str) -> None:
+    def release(self, conn: Conn, job_id: str, owner: str) -> None:
         conn.execute(QUERIES["release_job"], {"id": job_id, "owner": owner})
 
-    def end_cancelled(self, conn: Conn, kind: JobKind, job_id: str, owner: str) -> None:
+    def end_cancelled(self, conn: Conn, job_id: str, owner: str) -> None:
         """Drop the lease of a job cancelled while ``owner`` ran it (its last batch is in)."""
         conn.execute(QUERIES["end_cancelled_job"], {"id": job_id, "owner": owner})
 
-    def waiting_for(self, conn: Conn, jobs: Sequence[Job]) -> dict[str, list[str]]:
+    def waiting_for(self, conn: Conn, jobs: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
         """For each pending import among ``jobs``, the ids of the earlier jobs it waits for.
 
         One query for a whole page, and none when no job of it is pending.
@@ -181,7 +183,7 @@ class JobStore:
 
     # --- import progress --------------------------------------------------------------
 
-    def set_import_source(self, conn: Conn, job_id: str, owner: str, *, fmt: str,
+    def set_import_source(self, conn: Conn, job_id: str, owner: str, *, fmt: str | None,
                           columns: Sequence[str] | None, file_key: str | None,
                           file_size_bytes: int | None, delimiter: str | None = None,
                           encoding_hint: str | None = None) -> None:
@@ -229,13 +231,17 @@ class JobStore:
         conn.execute(QUERIES["delete_import_errors"], {"id": job_id})
         conn.execute(QUERIES["reset_import_progress"], {"id": job_id, "owner": owner})
 
-    def finish(self, conn: Conn, kind: JobKind, job_id: str, owner: str, status: JobStatus,
+    def finish(self, conn: Conn, job_id: str, owner: str, status: JobStatus,
                failure_reason: str | None = None, **extra: Any) -> Job | None:
         return _one(conn, "finish_job", {
             "id": job_id, "owner": owner, "status": status.value,
             "failure_reason": failure_reason, "record_count": None, "file_key": None,
             "file_size_bytes": None, "expires_at": None, **extra,
         })
+
+    def queue_stats(self, conn: Conn) -> list[Job]:
+        """Unfinished jobs per kind, resource and status: count, ages, expired leases."""
+        return _all(conn, "queue_stats", {})
 
     # --- stored files past their time (jobs/sweep.py) ---------------------------------
 

@@ -1,7 +1,8 @@
 """The worker loop: claim a job, keep its lease alive, run it, stop gracefully.
 
-No SQL and no import logic live here: job state goes through
-:mod:`bulkport.jobs.store`, the work itself through the pipelines.
+No SQL and no import or export logic live here: job state goes through
+:mod:`bulkport.jobs.service`, a job's run (its kind's pipeline and the outcome
+it returns) through :mod:`bulkport.jobs.runtime`.
 """
 
 from __future__ import annotations
@@ -16,21 +17,21 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 
 from bulkport import db, metrics
 from bulkport.config import Settings, get_settings
-from bulkport.errors import LeaseLost, Retryable
+from bulkport.errors import LeaseLost
+from bulkport.jobs import service
 from bulkport.jobs.report import job_log_context, report_finished
-from bulkport.jobs.status import JobKind, JobStatus
-from bulkport.jobs.store import STORE, Job
+from bulkport.jobs.runtime import Resources, run_claimed
 from bulkport.jobs.sweep import Sweeper
-from bulkport.pipeline.export_job import ExportRun, run_export
-from bulkport.pipeline.importer import ImportRun, run_import
-from bulkport.storage import LocalStorage, export_storage
+from bulkport.records import Job
+from bulkport.status import JobKind
+from bulkport.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
@@ -41,28 +42,6 @@ MAX_ATTEMPTS = 10
 #: Backoff after the database failed under us (seconds, doubled up to the cap).
 BACKOFF_START_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 15.0
-
-Runner = Callable[["Worker", Job], JobStatus | None]
-
-
-def _run_import_job(worker: Worker, job: Job) -> JobStatus | None:
-    return run_import(ImportRun(
-        job=job, owner=worker.name, settings=worker.settings, storage=worker.upload_storage,
-        connect=worker.connect, should_stop=worker.stopping.is_set,
-    ))
-
-
-def _run_export_job(worker: Worker, job: Job) -> JobStatus | None:
-    return run_export(ExportRun(
-        job=job, owner=worker.name, settings=worker.settings,
-        storage=export_storage(worker.settings), connect=worker.connect,
-        should_stop=worker.stopping.is_set,
-    ))
-
-
-#: What runs each kind of job.
-RUNNERS: dict[JobKind, Runner] = {JobKind.IMPORT: _run_import_job,
-                                  JobKind.EXPORT: _run_export_job}
 
 
 class Busy:
@@ -97,6 +76,7 @@ class Worker:
         self.url = url
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.upload_storage = LocalStorage(settings.upload_dir)
+        self.resources = Resources(settings, self.connect, self.upload_storage)
         self.stopping = stopping or threading.Event()
         self.busy = busy or Busy()
         self.sweeper = sweeper or Sweeper(settings)
@@ -131,67 +111,56 @@ class Worker:
         kinds = list(JobKind)
         self._turn = (self._turn + 1) % len(kinds)
         with self.connect() as conn:
-            job = STORE.claim(conn, kinds[self._turn], self.name, self.settings.lease_seconds)
+            job = service.claim(conn, kinds[self._turn], self.name, self.settings.lease_seconds)
         if job is None:
             return False
-        kind = JobKind(job["kind"])
-        with job_log_context(kind, job), self.busy.running():
-            self._run(kind, RUNNERS[kind], job)
+        with job_log_context(job.kind, job.row()), self.busy.running():
+            self._run(job)
         self.sweeper.request()  # the job's file may be due at once
         return True
 
-    def _run(self, kind: JobKind, runner: Runner, job: Job) -> None:
-        job_id = job["id"]
-        if job["attempts"] > MAX_ATTEMPTS:
-            self._fail(kind, job_id, f"gave up after {MAX_ATTEMPTS} attempts")
+    def _run(self, job: Job) -> None:
+        kind, job_id = job.kind, job.id
+        if job.attempts > MAX_ATTEMPTS:
+            self._fail(job, f"gave up after {MAX_ATTEMPTS} attempts")
             return
-        log.info("%s job %s claimed (attempt %d)", kind, job_id, job["attempts"])
-        with _Heartbeat(self, kind, job_id), metrics.track_job(kind, job["resource"]):
+        log.info("%s job %s claimed (attempt %d)", kind, job_id, job.attempts)
+        with _Heartbeat(self, job_id), metrics.track_job(kind, job.resource):
             try:
-                status = runner(self, job)
+                status = run_claimed(job, self.name, self.resources, self.stopping.is_set)
             except LeaseLost:
                 log.warning("%s job %s: lease lost, another worker continues it", kind, job_id)
                 return
-            except (psycopg.OperationalError, Retryable):
-                self._release(kind, job_id)
+            except psycopg.OperationalError:
+                self._release(job_id)
                 raise
             except Exception as exc:
                 log.exception("%s job %s crashed", kind, job_id)
-                self._fail(kind, job_id, f"internal error: {type(exc).__name__}: {exc}")
+                self._fail(job, f"internal error: {type(exc).__name__}: {exc}")
                 return
-        if status is None:  # handed back, or cancelled while it ran
-            # Its last batch is in: the jobs waiting for a cancelled job may start.
-            self._end_cancelled(kind, job_id)
         log.info("%s job %s ended: %s", kind, job_id, status or "handed back")
-        self._report(kind, job_id)
+        self._report(job)
 
-    def _report(self, kind: JobKind, job_id: str) -> None:
+    def _report(self, job: Job) -> None:
         with contextlib.suppress(psycopg.Error), self.connect() as conn:
-            report_finished(kind, STORE.get(conn, kind, job_id))
+            report_finished(job.kind, service.get(conn, job.kind, job.id).row())
 
-    def _end_cancelled(self, kind: JobKind, job_id: str) -> None:
+    def _release(self, job_id: str) -> None:
         with contextlib.suppress(psycopg.Error), self.connect() as conn:
-            STORE.end_cancelled(conn, kind, job_id, self.name)
+            service.release(conn, job_id, self.name)
 
-    def _release(self, kind: JobKind, job_id: str) -> None:
-        with contextlib.suppress(psycopg.Error), self.connect() as conn:
-            STORE.release(conn, kind, job_id, self.name)
-
-    def _fail(self, kind: JobKind, job_id: str, reason: str) -> None:
+    def _fail(self, job: Job, reason: str) -> None:
         with self.connect() as conn:
-            job = STORE.finish(conn, kind, job_id, self.name, JobStatus.FAILED,
-                               failure_reason=reason,
-                               **({"record_count": 0, "file_key": None, "file_size_bytes": None,
-                                   "expires_at": None} if kind is JobKind.EXPORT else {}))
-        if job is not None:
-            report_finished(kind, job)
+            failed = service.fail(conn, job.id, self.name, reason)
+        if failed is not None:
+            report_finished(failed.kind, failed.row())
 
 
 class _Heartbeat:
     """Renews a job's lease every third of the lease period while the job runs."""
 
-    def __init__(self, worker: Worker, kind: JobKind, job_id: str) -> None:
-        self.worker, self.kind, self.job_id = worker, kind, job_id
+    def __init__(self, worker: Worker, job_id: str) -> None:
+        self.worker, self.job_id = worker, job_id
         self.done = threading.Event()
         self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._beat,),
                                        name="lease", daemon=True)
@@ -209,8 +178,8 @@ class _Heartbeat:
         while not self.done.wait(period):
             try:
                 with self.worker.connect() as conn:
-                    STORE.renew(conn, self.kind, self.job_id, self.worker.name,
-                                self.worker.settings.lease_seconds)
+                    service.renew(conn, self.job_id, self.worker.name,
+                                  self.worker.settings.lease_seconds)
             except psycopg.Error as exc:
                 log.warning("lease renewal of %s failed: %s", self.job_id, exc)
 

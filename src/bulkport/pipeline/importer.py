@@ -1,6 +1,8 @@
 """The import pipeline for one job: file -> batches -> PostgreSQL, with exact counters.
 
-Runs without a web server: give it a claimed job row, connections and storage.
+Runs without a web server: give it a claimed job, connections, storage and the
+runtime's :class:`~bulkport.pipeline.progress.ImportProgress`; it returns the
+:class:`~bulkport.pipeline.progress.Outcome` for the runtime to record.
 
 Exactly-once: each batch's rows, its rejected records and the job's checkpoint
 and counters commit in one transaction, guarded by the lease owner. A job taken
@@ -20,7 +22,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import dropwhile, islice
 from typing import IO, Any
 
@@ -29,14 +31,15 @@ import psycopg
 from bulkport import metrics
 from bulkport.config import Settings
 from bulkport.errors import Terminal, UnreadableFile
-from bulkport.jobs.status import JobKind, JobStatus
-from bulkport.jobs.store import STORE, Job
 from bulkport.pipeline import formats
 from bulkport.pipeline.load import Loader
+from bulkport.pipeline.progress import BatchProgress, ImportProgress, Outcome, SourceFacts
 from bulkport.pipeline.reading import open_reading
 from bulkport.pipeline.types import PreparedBatch, RawRecord, Rejected
 from bulkport.pipeline.validate import BatchPreparer, Mode
+from bulkport.records import ImportJob
 from bulkport.resources import get_resource
+from bulkport.status import JobStatus
 from bulkport.storage import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -55,102 +58,81 @@ ConnFactory = Callable[[], psycopg.Connection[Any]]
 class ImportRun:
     """Everything one run of one import job needs."""
 
-    job: Job
-    owner: str
+    job: ImportJob
     settings: Settings
     storage: LocalStorage
     connect: ConnFactory
-    #: Polled between batches: True asks the run to hand the job back (graceful stop).
-    should_stop: Callable[[], bool] = lambda: False
+    #: Where the run's progress goes, and whether it may go on.
+    progress: ImportProgress
     error_counts: Counter[str] = field(default_factory=Counter)
-    released: bool = False
 
 
-def run_import(run: ImportRun) -> JobStatus | None:
-    """Process the job to a terminal state; ``None`` when it was handed back unfinished."""
-    job = run.job
-    with run.connect() as book:
-        try:
-            return _run(run, book)
-        except Terminal as exc:
-            log.warning("import %s failed: %s", job["id"], exc.message)
-            STORE.finish(book, JobKind.IMPORT, job["id"], run.owner, JobStatus.FAILED,
-                         failure_reason=exc.message)
-            return JobStatus.FAILED
+def run_import(run: ImportRun) -> Outcome | None:
+    """Process the job to its end; ``None`` when it stopped unfinished (handed back,
+    cancelled or taken over)."""
+    try:
+        status = _run(run)
+    except Terminal as exc:
+        log.warning("import %s failed: %s", run.job.id, exc.message)
+        return Outcome(JobStatus.FAILED, failure_reason=exc.message)
+    return Outcome(status) if status is not None else None
 
 
-def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
-    job, settings = run.job, run.settings
-    resource = get_resource(job["resource"])
-    file_key = job["file_key"]
+def _run(run: ImportRun) -> JobStatus | None:
+    job, settings, progress = run.job, run.settings, run.progress
+    resource = get_resource(job.resource)
+    file_key = job.file_key
     if file_key is None:
         # Imported here: httpx costs every worker process ~10 MB it rarely needs.
         from bulkport.pipeline.fetch import DownloadStopped, fetch
 
         try:
-            stored = fetch(job["source_url"], run.storage, settings,
-                           keep_going=lambda: _keep_going(run, book))
+            stored = fetch(job.source_url or "", run.storage, settings,
+                           keep_going=progress.keep_going)
         except DownloadStopped:
             _log_stopped(run, "during the download")
             return None
         # A cancel between the last check and the end of the download: no batch was in
         # flight, so nothing of the file may be committed.
-        if not _keep_going(run, book):
+        if not progress.keep_going():
             run.storage.delete(stored.key)
             _log_stopped(run, "after the download")
             return None
         file_key = stored.key
-        STORE.set_import_source(book, job["id"], run.owner, fmt=job["format"], columns=None,
-                                file_key=file_key, file_size_bytes=stored.size)
+        progress.record_source(SourceFacts(format=job.format, columns=None, file_key=file_key,
+                                           file_size_bytes=stored.size))
     with run.storage.open_read(file_key) as raw:
         stream = formats.open_decompressed(raw, max_bytes=settings.max_decompressed_bytes)
-        column_map = job.get("column_map")
-        reading = open_reading(stream, resource, declared_format=job["format"],
-                               file_name=job["file_name"], delimiter=job.get("delimiter"),
-                               encoding=job.get("encoding"), column_map=column_map,
+        column_map = job.column_map
+        reading = open_reading(stream, resource, declared_format=job.format,
+                               file_name=job.file_name, delimiter=job.delimiter,
+                               encoding=job.encoding, column_map=column_map,
                                max_line_bytes=settings.max_line_bytes)
         source = reading.source
         columns, records, fields = source.columns, source.records, reading.fields
-        STORE.set_import_source(book, job["id"], run.owner, fmt=reading.format.value,
-                                columns=columns, file_key=file_key,
-                                file_size_bytes=job["file_size_bytes"],
-                                delimiter=source.delimiter, encoding_hint=reading.encoding_hint)
+        progress.record_source(SourceFacts(
+            format=reading.format.value, columns=columns, file_key=file_key,
+            file_size_bytes=job.file_size_bytes, delimiter=source.delimiter,
+            encoding_hint=reading.encoding_hint))
         reading.check_required(resource)
-        if job["dry_run"] and job["checkpoint"]:
-            STORE.reset_import_progress(book, job["id"], run.owner)
-            job = {**job, "checkpoint": 0, "processed_records": 0, "error_counts": {}}
-        run.error_counts.update(job["error_counts"] or {})
+        if job.dry_run and job.checkpoint:
+            progress.start_over()
+            job = run.job = replace(job, checkpoint=0, processed_records=0, error_counts={})
+        run.error_counts.update(job.error_counts or {})
         with run.connect() as data:
-            loader = Loader(data, resource, job["mode"])
-            preparer = BatchPreparer(resource, Mode(job["mode"]), columns,
+            loader = Loader(data, resource, job.mode)
+            preparer = BatchPreparer(resource, Mode(job.mode), columns,
                                      loader.insert_defaults(), fields=fields,
                                      column_map=column_map,
                                      delimiter=source.delimiter or ",")
-            batches = _prefetch(_prepare(records, preparer, raw, job["checkpoint"],
+            batches = _prefetch(_prepare(records, preparer, raw, job.checkpoint,
                                          settings.batch_size))
-            status = _load_batches(run, batches, preparer, loader, data, book)
-    if status is not None:
-        STORE.finish(book, JobKind.IMPORT, job["id"], run.owner, status)
-    return status
-
-
-def _keep_going(run: ImportRun, book: psycopg.Connection[Any]) -> bool:
-    """Whether the job is still this run's to work on.
-
-    A graceful stop hands the job back; a cancelled job or one another worker took
-    over (lost lease) is simply no longer renewable.
-    """
-    if run.should_stop():
-        STORE.release(book, JobKind.IMPORT, run.job["id"], run.owner)
-        run.released = True
-        return False
-    return STORE.renew(book, JobKind.IMPORT, run.job["id"], run.owner,
-                       run.settings.lease_seconds) is not None
+            return _load_batches(run, batches, preparer, loader, data)
 
 
 def _log_stopped(run: ImportRun, when: str) -> None:
-    why = "handed back" if run.released else "cancelled or taken over"
-    log.info("import %s stopped %s: %s", run.job["id"], when, why)
+    why = "handed back" if run.progress.stop_requested() else "cancelled or taken over"
+    log.info("import %s stopped %s: %s", run.job.id, when, why)
 
 
 def _prepare(records: Iterator[RawRecord], preparer: BatchPreparer, raw: IO[bytes],
@@ -214,34 +196,31 @@ def _prefetch(batches: Iterator[PreparedBatch]) -> Iterator[PreparedBatch]:
 
 
 def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: BatchPreparer,
-                  loader: Loader, data: psycopg.Connection[Any], book: psycopg.Connection[Any],
-                  ) -> JobStatus | None:
-    """Commit batches; return the status to finish with, or None when handed back."""
+                  loader: Loader, data: psycopg.Connection[Any]) -> JobStatus | None:
+    """Commit batches; return the status to finish with, or None when stopped unfinished."""
     job = run.job
-    dry_run = job["dry_run"]
+    dry_run = job.dry_run
     # A dry run loads everything in one transaction that is rolled back at the end, so
-    # database checks see earlier batches; its bookkeeping commits on the other connection.
-    sink = book if dry_run else data
-    totals = Counter({"successful": job["successful_records"], "rejected": job["error_records"],
-                      "failed_batches": job["failed_batches"]})
-    meter = metrics.JobMeter.for_job("import", job)
+    # database checks see earlier batches; its bookkeeping commits on the runtime's
+    # own connection.
+    sink = None if dry_run else data
+    totals = Counter({"successful": job.successful_records, "rejected": job.error_records,
+                      "failed_batches": job.failed_batches})
+    meter = metrics.JobMeter("import", job.resource, job.processed_records, job.error_records)
     with data.transaction(force_rollback=True) if dry_run else contextlib.nullcontext():
         for batch in batches:
             meter.start()
             with data.transaction():
                 rejected = batch.rejected + load_rounds(loader, preparer, batch)
-                with sink.transaction() if dry_run else contextlib.nullcontext():
-                    status = _commit(run, sink, batch, rejected)
+                status = _commit(run, sink, batch, rejected)
             totals["successful"] += batch.size - len(rejected)
             totals["rejected"] += len(rejected)
             meter.done(batch.size, len(rejected))
             if status is JobStatus.CANCELLED:
-                log.info("import %s cancelled at record %d", job["id"], batch.checkpoint)
+                log.info("import %s cancelled at record %d", job.id, batch.checkpoint)
                 return None
-            if run.should_stop():
-                STORE.release(book, JobKind.IMPORT, job["id"], run.owner)
-                run.released = True
-                log.info("import %s handed back at record %d", job["id"], batch.checkpoint)
+            if run.progress.stop_requested():
+                log.info("import %s handed back at record %d", job.id, batch.checkpoint)
                 return None
     if totals["successful"] + totals["rejected"] == 0:
         raise UnreadableFile("the file holds no records")
@@ -270,15 +249,10 @@ def load_rounds(loader: Loader, preparer: BatchPreparer, batch: PreparedBatch,
         current = preparer.next_round(current.deferred)
 
 
-def _commit(run: ImportRun, conn: psycopg.Connection[Any], batch: PreparedBatch,
+def _commit(run: ImportRun, conn: psycopg.Connection[Any] | None, batch: PreparedBatch,
             rejected: list[Rejected]) -> JobStatus:
-    if rejected:
-        STORE.write_import_errors(conn, run.job["id"], rejected)
-        for rej in rejected:
-            run.error_counts.update(e.code for e in rej.errors)
-    return STORE.commit_import_batch(
-        conn, run.job["id"], run.owner, checkpoint=batch.checkpoint,
-        bytes_processed=batch.bytes_processed, processed=batch.size,
-        successful=batch.size - len(rejected), rejected=len(rejected), failed_batches=0,
-        error_counts=dict(run.error_counts), lease_seconds=run.settings.lease_seconds,
-    )
+    for rej in rejected:
+        run.error_counts.update(e.code for e in rej.errors)
+    return run.progress.commit_batch(conn, BatchProgress(
+        checkpoint=batch.checkpoint, bytes_processed=batch.bytes_processed,
+        processed=batch.size, rejected=rejected, error_counts=dict(run.error_counts)))

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from bulkport.records import ImportJob
 from bulkport.resources import get_resource
 from bulkport.resources.base import ID_PATTERN, Kind
 
@@ -42,11 +43,11 @@ def neutralise(cell: str) -> str:
     return cell
 
 
-def csv_download(job: dict[str, Any], rejects: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+def csv_download(job: ImportJob, rejects: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     """The CSV bytes of ``rejects`` (stored ``{"row", "record", "errors"}`` rows) of ``job``."""
-    resource = get_resource(job["resource"])
-    columns: list[str] = job["columns"] or resource.column_names
-    from_csv = job["columns"] is not None
+    resource = get_resource(job.resource)
+    columns: list[str] = job.columns or resource.column_names
+    from_csv = job.columns is not None
     verbatim_ids = {i for i, c in enumerate(columns) if resource.has_field(c)
                     and resource.field(c).kind in (Kind.ID, Kind.REF)}
     buf = io.StringIO()
