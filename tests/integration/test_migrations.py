@@ -11,6 +11,7 @@ from psycopg.conninfo import make_conninfo
 
 from bulkport import db
 from bulkport.config import Settings
+from bulkport.jobs import service
 from bulkport.jobs.status import JobKind
 from bulkport.jobs.store import STORE
 from bulkport.storage import LocalStorage
@@ -148,14 +149,14 @@ def test_jobs_of_both_kinds_survive_the_move_to_one_queue(
     db.migrate(old_db)
 
     with db.connect(old_db, autocommit=True) as c:
-        imports = STORE.list_jobs(c, JobKind.IMPORT, status=None, resource=None, limit=10,
-                                  after=None)
-        exports = STORE.list_jobs(c, JobKind.EXPORT, status=None, resource=None, limit=10,
-                                  after=None)
-    assert {j["id"]: j["status"] for j in imports} == {
+        imports = service.list_jobs(c, JobKind.IMPORT, status=None, resource=None, limit=10,
+                                    after=None)
+        exports = service.list_jobs(c, JobKind.EXPORT, status=None, resource=None, limit=10,
+                                    after=None)
+    assert {j.id: j.status for j in imports} == {
         "crashed": "processing", "queued": "pending", "done": "completed"}
-    assert {j["id"]: j["status"] for j in exports} == {"exported": "completed",
-                                                      "to-export": "pending"}
+    assert {j.id: j.status for j in exports} == {"exported": "completed",
+                                                "to-export": "pending"}
     done = get_job(old_db, "done")
     assert (done["processed_records"], done["error_records"], done["error_counts"]) == (7, 0, {})
     exported = get_job(old_db, "exported", JobKind.EXPORT)

@@ -9,7 +9,7 @@ cancelled export leaves no partial file. A job cancelled while it runs stops
 within about a second (its status is polled between chunks); a worker asked to
 stop hands the job back, and the next worker starts it over.
 
-Expired export files are deleted by the workers' sweep (``bulkport.jobs.sweep``).
+Expired export files are deleted by the workers' file sweep.
 """
 
 from __future__ import annotations

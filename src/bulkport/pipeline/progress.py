@@ -1,6 +1,6 @@
 """What a pipeline tells the job runtime, and what it returns to it.
 
-The pipelines change no job state themselves: the runtime (``bulkport.jobs``)
+The pipelines change no job state themselves: the job runtime
 passes in an implementation of :class:`JobControl` (exports) or
 :class:`ImportProgress` (imports), and records the :class:`Outcome` a run returns.
 A run that returns ``None`` stopped unfinished: a graceful stop (the runtime hands
