@@ -117,7 +117,9 @@ def _run(run: ImportRun) -> JobStatus | None:
         reading.check_required(resource)
         if job.dry_run and job.checkpoint:
             progress.start_over()
-            job = run.job = replace(job, checkpoint=0, processed_records=0, error_counts={})
+            job = run.job = replace(job, checkpoint=0, bytes_processed=0, processed_records=0,
+                                    successful_records=0, error_records=0, failed_batches=0,
+                                    error_counts={})
         run.error_counts.update(job.error_counts or {})
         with run.connect() as data:
             loader = Loader(data, resource, job.mode)
@@ -206,7 +208,7 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: Ba
     sink = None if dry_run else data
     totals = Counter({"successful": job.successful_records, "rejected": job.error_records,
                       "failed_batches": job.failed_batches})
-    meter = metrics.JobMeter("import", job.resource, job.processed_records, job.error_records)
+    meter = metrics.JobMeter.for_job("import", job.row())
     with data.transaction(force_rollback=True) if dry_run else contextlib.nullcontext():
         for batch in batches:
             meter.start()
