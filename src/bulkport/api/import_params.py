@@ -1,6 +1,8 @@
 """The fields of an import request (multipart form or JSON body), checked once for
-``POST /v1/imports`` and ``POST /v1/imports/preview``; and the checks of an upload's
-first block (format, header) made before a job is created."""
+``POST /v1/imports`` and ``POST /v1/imports/preview``, and their OpenAPI description.
+
+The checks of an upload's first block (format, header) are in
+:mod:`bulkport.api.import_source`."""
 
 from __future__ import annotations
 
@@ -8,20 +10,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from bulkport.api.state import AppState
-from bulkport.errors import BadRequest, UnreadableFile
+from bulkport.errors import BadRequest
 from bulkport.pipeline.csvreader import parse_delimiter
-from bulkport.pipeline.encodings import head_as_utf8, parse_encoding
-from bulkport.pipeline.formats import (
-    HEADER_BLOCK_BYTES,
-    delimiter_from_name,
-    format_from_content,
-    format_from_name,
-    open_decompressed,
-    parse_import_format,
-    sniff,
-)
-from bulkport.pipeline.headers import check_head, parse_column_map
+from bulkport.pipeline.encodings import parse_encoding
+from bulkport.pipeline.formats import parse_import_format
+from bulkport.pipeline.headers import parse_column_map
 from bulkport.pipeline.validate import parse_mode
 from bulkport.resources import RESOURCES, get_resource
 
@@ -121,38 +114,3 @@ def import_params(params: dict[str, Any]) -> dict[str, Any]:
             "column_map": parse_column_map(params.get("column_map"), res),
             "delimiter": delimiter or tab,
             "encoding": parse_encoding(params.get("encoding"))}
-
-
-def check_header(state: AppState, key: str, request_fields: dict[str, Any],
-                  file_name: str | None) -> None:
-    """422 when the CSV header (in the file's first block) lacks a required field."""
-    if request_fields["format"] != "csv":
-        return
-    try:
-        with state.uploads.open_read(key) as raw:
-            head = sniff(open_decompressed(raw, max_bytes=state.settings.max_decompressed_bytes),
-                         HEADER_BLOCK_BYTES)
-    except (UnreadableFile, OSError, EOFError):
-        return  # left to the worker, which fails the job with the reason
-    check_head(head_as_utf8(head, request_fields["encoding"]),
-               get_resource(request_fields["resource"]), request_fields["column_map"],
-               request_fields["delimiter"] or delimiter_from_name(file_name))
-
-
-def detect_format(state: AppState, key: str, file_name: str | None) -> str | None:
-    """The format the name or the first bytes tell (as the worker will read it), else None.
-
-    A file that cannot be read (a damaged gzip) is left to the worker, which fails
-    the job with a readable reason.
-    """
-    named = format_from_name(file_name)
-    if named is not None:
-        return named.value
-    try:
-        with state.uploads.open_read(key) as raw:
-            head = sniff(open_decompressed(raw, max_bytes=state.settings.max_decompressed_bytes))
-    except (UnreadableFile, OSError, EOFError):
-        return None
-    return format_from_content(head).value if head.strip() else None
-
-

@@ -11,8 +11,9 @@ from fastapi import Depends, Header
 from bulkport.api.schemas import decode_cursor
 from bulkport.errors import BadRequest, NotFound
 
-#: C0 controls and DEL: PostgreSQL text refuses NUL, and none belongs in an id.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: C0 controls and DEL: PostgreSQL text refuses NUL, and none belongs in an id, a URL
+#: or a file name.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def valid_job_id(job_id: str) -> str:
@@ -20,7 +21,7 @@ def valid_job_id(job_id: str) -> str:
 
     Import and export routes share it, so the message names no kind of job.
     """
-    if _CONTROL.search(job_id):
+    if CONTROL_CHARS.search(job_id):
         raise NotFound(f"no job with id {job_id!r}")
     return job_id
 

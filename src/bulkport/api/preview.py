@@ -19,7 +19,7 @@ from bulkport.api.jsonbody import JSON, media_type, read_json
 from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import ImportPreview
 from bulkport.api.state import AppState
-from bulkport.api.upload import receive_upload
+from bulkport.api.upload import stored_upload
 from bulkport.errors import (
     BadRequest,
     FetchFailed,
@@ -58,17 +58,14 @@ async def preview_import(request: Request, state: State) -> JSONResponse:
     """Reads only the beginning of the file and writes nothing (no job, no rows)."""
     ctype = media_type(request)
     if ctype == "multipart/form-data":
-        upload = await receive_upload(request, state.uploads,
-                                      max_bytes=state.settings.max_upload_bytes,
-                                      keep_bytes=PREVIEW_INPUT_BYTES)
-        try:
+        async with stored_upload(request, state.uploads,
+                                 max_bytes=state.settings.max_upload_bytes,
+                                 keep_bytes=PREVIEW_INPUT_BYTES) as upload:  # never kept
             fields = import_params(upload.fields)
             limit = _limit(upload.fields.get("limit"))
             return JSONResponse(await run_in_threadpool(
                 _run, state, upload.stored.key, fields, upload.filename, limit,
                 upload.stored.size >= PREVIEW_INPUT_BYTES))
-        finally:
-            state.uploads.delete(upload.stored.key)
     if ctype == JSON:
         body = await read_json(request, PreviewByUrl,
                                '{"resource": "users", "file_url": "https://…/users.csv"}')
