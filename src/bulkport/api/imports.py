@@ -16,7 +16,13 @@ from bulkport.api.errors import request_id_var
 from bulkport.api.first_errors import known
 from bulkport.api.import_params import UPLOAD_DOC, request_identity
 from bulkport.api.import_source import import_source
-from bulkport.api.params import IdempotencyKey, JobId, list_cursor
+from bulkport.api.params import (
+    ErrorPageQuery,
+    IdempotencyKey,
+    ImportListQuery,
+    JobId,
+    list_cursor,
+)
 from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import (
     ErrorPage,
@@ -31,7 +37,7 @@ from bulkport.api.schemas import (
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
 from bulkport.errors import BadRequest
-from bulkport.jobs.status import JobKind, JobStatus
+from bulkport.jobs.status import JobKind
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.pipeline.rejects import csv_download
 from bulkport.resources import get_resource
@@ -82,16 +88,11 @@ def _view(state: AppState, job: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("", response_model=ImportJobPage, responses=ERRORS, summary="List import jobs")
-def list_imports(
-    state: State,
-    status: JobStatus | None = None,
-    resource: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: str | None = None,
-) -> JSONResponse:
+def list_imports(state: State, query: Annotated[ImportListQuery, Query()]) -> JSONResponse:
+    status, resource, limit = query.status, query.resource, query.limit
     if resource is not None:
         get_resource(resource)
-    after = list_cursor(cursor) if cursor else None
+    after = list_cursor(query.cursor) if query.cursor else None
     with state.conn() as conn:
         jobs = STORE.list_jobs(conn, JobKind.IMPORT, status=status, resource=resource, limit=limit,
                           after=after)
@@ -148,22 +149,20 @@ def _settled(state: AppState, job: dict[str, Any]) -> dict[str, Any]:
             responses=ERRORS | {200: {"content": {"application/x-ndjson": {},
                                                   "text/csv": {}}}},
             summary="Every error of an import (JSON pages, or an NDJSON/CSV download)")
-def import_errors(
-    job_id: JobId, state: State,
-    format: Annotated[str, Query(pattern="^(json|ndjson|csv)$")] = "json",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
-    code: Annotated[str | None, Query(
-        max_length=64, pattern="^[a-z0-9_]+$",
-        description="Only errors of this code (e.g. invalid_email_format); with csv/ndjson, "
-                    "only the records having it")] = None,
-) -> Any:
+def import_errors(job_id: JobId, state: State,
+                  query: Annotated[ErrorPageQuery, Query()]) -> Any:
     with state.conn() as conn:
         job = STORE.get(conn, JobKind.IMPORT, job_id)
-    if format == "json":
-        return JSONResponse(_error_page(state, job_id, limit, cursor, code))
-    name = f"import-{job_id}-errors.{format}"
-    body = (_ndjson_rejects(state, job_id, code) if format == "ndjson"
+    if query.format == "json":
+        return JSONResponse(_error_page(state, job_id, query.limit, query.cursor, query.code))
+    return _download(state, job, query.format, query.code)
+
+
+def _download(state: AppState, job: dict[str, Any], format: str,
+              code: str | None) -> StreamingResponse:
+    """Every rejected record (with ``code`` only those having it) as NDJSON or CSV."""
+    name = f"import-{job['id']}-errors.{format}"
+    body = (_ndjson_rejects(state, job["id"], code) if format == "ndjson"
             else _csv_rejects(state, job, code))
     media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"
     return StreamingResponse(body, media_type=media,
