@@ -6,9 +6,11 @@ The checks of an upload's first block (format, header) are in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from bulkport.errors import BadRequest
 from bulkport.pipeline.csvreader import parse_delimiter
@@ -48,31 +50,58 @@ class ImportByUrl(BaseModel):
     encoding: str | None = Field(None, description=ENCODING)
 
 
+class UploadForm(BaseModel):
+    """The multipart form of an upload: the file and the fields of an import, as text.
+
+    Documentation only: the form is read by :mod:`bulkport.api.upload` (which streams
+    the file into storage) and checked by :func:`import_params`.
+    """
+
+    file: bytes
+    resource: str = Field(json_schema_extra={"enum": list(RESOURCES)})
+    format: Literal["csv", "tsv", "ndjson", "json"] | None = None
+    delimiter: str | None = Field(None, description=DELIMITER)
+    encoding: str | None = Field(None, description=ENCODING)
+    mode: Literal["insert", "upsert"] | None = None
+    dry_run: bool | None = None
+    wait_for_parents: bool = Field(True, description=WAIT_FOR_PARENTS)
+    column_map: str | None = Field(None, description=COLUMN_MAP + "; here as JSON text, "
+                                                                  "e.g. {\"E-mail\": \"email\"}")
+
+
+class _FormJsonSchema(GenerateJsonSchema):
+    """A form field is text or absent, never null: no ``null`` branch, no ``null`` default;
+    and no titles, the names say as much."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        if schema.get("default") is None:
+            return self.generate_inner(schema["schema"])
+        return super().default_schema(schema)
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def form_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI schema of a multipart form described by ``model``."""
+    schema = model.model_json_schema(schema_generator=_FormJsonSchema)
+    schema.pop("title", None)
+    schema.pop("description", None)
+    return schema
+
+
 UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["file", "resource"],
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "resource": {"type": "string", "enum": list(RESOURCES)},
-                    "format": {"type": "string", "enum": ["csv", "tsv", "ndjson", "json"]},
-                    "delimiter": {"type": "string", "description": DELIMITER},
-                    "encoding": {"type": "string", "description": ENCODING},
-                    "mode": {"type": "string", "enum": ["insert", "upsert"]},
-                    "dry_run": {"type": "boolean"},
-                    "wait_for_parents": {"type": "boolean", "default": True,
-                                         "description": WAIT_FOR_PARENTS},
-                    "column_map": {"type": "string", "description": COLUMN_MAP
-                                   + "; here as JSON text, e.g. {\"E-mail\": \"email\"}"},
-                },
-            }},
+            "multipart/form-data": {"schema": form_schema(UploadForm)},
             "application/json": {"schema": ImportByUrl.model_json_schema()},
         },
     },
 }
-
 
 
 def request_identity(request_fields: dict[str, Any]) -> dict[str, Any]:
