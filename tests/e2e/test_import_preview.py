@@ -189,3 +189,8 @@ def test_a_preview_leaves_no_stored_file(srv: ServerProcess, http: httpx.Client,
     for resp, status in answers:
         assert resp.status_code == status, resp.text
     assert sorted(uploads.iterdir()) == before
+
+
+def test_a_limit_of_digits_int_refuses_is_a_400(http: httpx.Client) -> None:
+    body = b"email,name,role\r\na@b.co,n,reader\r\n"
+    assert_error(post_preview(http, body, limit="\u00b2"), 400, "bad_request", "limit")
