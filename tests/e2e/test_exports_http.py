@@ -175,6 +175,7 @@ def test_gzip_on_request(http: httpx.Client) -> None:
     ({"resource": ["users", "articles"]}, "give resource once", None),
     ({"status": "done"}, "unknown status 'done'", None),
     ({"limit": "1000"}, "limit must be", None),
+    ({"limit": "\u00b2"}, "limit must be an integer from 1 to 100", None),  # int() refuses it
     ({"resource": "users", "limit": "0"}, "limit must be a whole number from 1", None),
     ({"resource": "users", "limit": "-3"}, "limit must be a whole number from 1", None),
     ({"resource": "users", "limit": "1.5"}, "limit must be a whole number from 1", None),

@@ -167,3 +167,30 @@ def test_preview_bad_requests(http: httpx.Client) -> None:
     assert_error(post_preview(http, b"42", "x.json"), 422, "unreadable_file", "array")
     resp = http.post("/v1/imports/preview", content=b"x", headers={"content-type": "text/csv"})
     assert_error(resp, 415)
+
+
+def test_a_preview_leaves_no_stored_file(srv: ServerProcess, http: httpx.Client,
+                                         file_server: str) -> None:
+    """The beginning a preview stores is deleted whether the preview answers or fails."""
+    uploads = Path(srv.args[srv.args.index("--data-dir") + 1]) / "uploads"
+    before = sorted(uploads.iterdir())
+    body = b"email,name,role\r\na@b.co,n,reader\r\n"
+    _Files.files["/preview-kept.csv"] = body
+    _Files.files["/preview-bad.json"] = b"42"
+    answers = [
+        (post_preview(http, body), 200),
+        (post_preview(http, body, limit="0"), 400),
+        (post_preview(http, b"42", "x.json"), 422),
+        (http.post("/v1/imports/preview", json={
+            "resource": "users", "file_url": f"{file_server}/preview-kept.csv"}), 200),
+        (http.post("/v1/imports/preview", json={  # fetched, then found unreadable
+            "resource": "users", "file_url": f"{file_server}/preview-bad.json"}), 422),
+    ]
+    for resp, status in answers:
+        assert resp.status_code == status, resp.text
+    assert sorted(uploads.iterdir()) == before
+
+
+def test_a_limit_of_digits_int_refuses_is_a_400(http: httpx.Client) -> None:
+    body = b"email,name,role\r\na@b.co,n,reader\r\n"
+    assert_error(post_preview(http, body, limit="\u00b2"), 400, "bad_request", "limit")

@@ -748,6 +748,28 @@ def test_concurrent_duplicates_create_one_job(idle_srv: ServerProcess, tmp_path:
     assert len(list(upload_dir.iterdir())) == files_before + 1
 
 
+def test_a_refused_upload_leaves_no_stored_file(idle_srv: ServerProcess) -> None:
+    """Every way an upload is refused after its file was stored deletes that file."""
+    upload_dir = Path(idle_srv.args[idle_srv.args.index("--data-dir") + 1]) / "uploads"
+    content = ndjson(*_users("refused", 2))
+    key = {"Idempotency-Key": f"refused-{uuid.uuid4()}"}
+    with idle_srv.client() as client:
+        assert post_file(client, content, "u.ndjson", "users", headers=key).status_code == 202
+        files_before = sorted(upload_dir.iterdir())
+        refused = [
+            (post_file(client, content, "u.ndjson", "posts"), 400),  # unknown resource
+            (post_file(client, content, "u.ndjson", "users", mode="merge"), 400),
+            (post_file(client, b"", "u.ndjson", "users"), 400),  # empty file
+            (post_file(client, b"email,name\nx@example.com,X\n", "u.csv", "users"), 422),
+            (post_file(client, content, "u.ndjson", "users", headers=key, mode="upsert"), 409),
+        ]
+        for resp, status in refused:
+            assert resp.status_code == status, resp.text
+        replay = post_file(client, content, "u.ndjson", "users", headers=key)
+        assert replay.status_code == 200, replay.text
+    assert sorted(upload_dir.iterdir()) == files_before
+
+
 # --- request ids --------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from bulkport.api.errors import request_id_var
+from bulkport.api.export_params import ExportQuery
 from bulkport.api.export_stream import (
     STREAM_WAIT_SECONDS,
     CopyStreamResponse,
@@ -29,12 +30,12 @@ from bulkport.api.export_stream import (
     open_stream_pool,
 )
 from bulkport.api.jsonbody import read_json
-from bulkport.api.params import IdempotencyKey, JobId, list_cursor
+from bulkport.api.params import IdempotencyKey, JobId
 from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import ErrorResponse, encode_cursor
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
-from bulkport.errors import BadRequest, Conflict, ExportExpired, TooManyExports
+from bulkport.errors import Conflict, ExportExpired, TooManyExports
 from bulkport.jobs import service
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import fingerprint
@@ -72,8 +73,6 @@ State = Annotated[AppState, Depends(get_state)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorResponse} for s in (400, 404, 409, 410, 413, 415, 503)
 }
-#: Query parameters of a streaming export that are not filters.
-_NOT_FILTERS = ("resource", "format", "fields", "limit")
 _JOB_EXAMPLE = ('{"resource": "users", "format": "csv", "fields": [...], "filters": {...}, '
                 '"compression": "gzip"}')
 
@@ -133,7 +132,8 @@ _STREAM_DOC: dict[str, Any] = {"responses": {"200": {
 
 @router.get("", responses=ERRORS, openapi_extra=_STREAM_DOC,
             summary="Stream an export (with resource=…), or list export jobs")
-async def stream_export(request: Request, state: State, exports: Exports) -> Response:
+async def stream_export(request: Request, state: State, exports: Exports,
+                        query: Annotated[ExportQuery, Query()]) -> Response:
     """Stream ``resource`` as ndjson (default), csv or json.
 
     ``fields=a,b`` projects; filters are equality on the resource's filterable
@@ -142,37 +142,32 @@ async def stream_export(request: Request, state: State, exports: Exports) -> Res
     order. Send ``Accept-Encoding: gzip`` for a gzipped stream. Without
     ``resource``, lists export jobs (``status``, ``limit``, ``cursor``).
     """
-    params = request.query_params
-    if "resource" not in params:
-        return await run_in_threadpool(_list, state, exports, dict(params))
-    grouped: dict[str, list[str]] = {}
-    for key, value in params.multi_items():
-        grouped.setdefault(key, []).append(value)
-    single = {k: _single(grouped, k) for k in ("resource", "format", "limit")}
-    spec = parse_spec(single["resource"], single["format"], grouped.get("fields"),
-                      {k: v for k, v in grouped.items() if k not in _NOT_FILTERS},
-                      limit=single["limit"])
+    if not query.streams:
+        return await run_in_threadpool(_list, state, exports, *query.job_page())
+    spec = query.spec(request.query_params)
     gzip = accepts_gzip(request.headers.get("accept-encoding"))
     stream = CopyStream(exports.streams.connection(timeout=STREAM_WAIT_SECONDS), spec, gzip=gzip,
                         helpers=helper_connections(exports))
+    await _start(stream, state)
+    return CopyStreamResponse(stream, media_type=spec.media_type,
+                              headers=_stream_headers(spec.filename, gzip))
+
+
+async def _start(stream: CopyStream, state: AppState) -> None:
     try:
         await stream.start()
     except PoolTimeout:
         raise TooManyExports(
             "every export connection is busy; retry in a few seconds or use POST /v1/exports",
             limit=state.settings.export_streams) from None
-    headers = {"Content-Disposition": f'attachment; filename="{spec.filename}"',
+
+
+def _stream_headers(filename: str, gzip: bool) -> dict[str, str]:
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"',
                "Vary": "Accept-Encoding", "Cache-Control": "no-store"}
     if gzip:
         headers["Content-Encoding"] = "gzip"
-    return CopyStreamResponse(stream, media_type=spec.media_type, headers=headers)
-
-
-def _single(grouped: dict[str, list[str]], name: str) -> str | None:
-    values = grouped.get(name)
-    if values and len(values) > 1:
-        raise BadRequest(f"give {name} once, not {len(values)} times")
-    return values[0] if values else None
+    return headers
 
 
 @router.post("", status_code=202, response_model=ExportJob, responses=ERRORS,
@@ -201,22 +196,8 @@ def _create(state: AppState, values: dict[str, Any]) -> tuple[ExportRecord, bool
         return service.create(conn, JobKind.EXPORT, values)
 
 
-def _list(state: AppState, exports: ExportState, params: dict[str, str]) -> JSONResponse:
-    unknown = sorted(set(params) - {"status", "limit", "cursor"})
-    if unknown:
-        raise BadRequest(f"unknown parameter(s) {', '.join(unknown)}: listing export jobs takes "
-                         "status, limit and cursor; add resource=… to stream an export",
-                         allowed=["status", "limit", "cursor", "resource"])
-    status = params.get("status")
-    if status is not None and status not in {s.value for s in JobStatus}:
-        allowed = [s.value for s in JobStatus]
-        raise BadRequest(f"unknown status {status!r}; use one of: {', '.join(allowed)}",
-                         allowed=allowed)
-    raw_limit = params.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-        raise BadRequest("limit must be an integer from 1 to 100")
-    limit = int(raw_limit)
-    after = list_cursor(params["cursor"]) if params.get("cursor") else None
+def _list(state: AppState, exports: ExportState, status: str | None, limit: int,
+          after: tuple[datetime, str] | None) -> JSONResponse:
     with state.conn() as conn:
         jobs = service.list_jobs(conn, JobKind.EXPORT, status=status, resource=None,
                                  limit=limit, after=after)
@@ -237,6 +218,11 @@ def get_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
 def download_export(job_id: JobId, state: State, exports: Exports) -> Response:
     with state.conn() as conn:
         job = service.get(conn, JobKind.EXPORT, job_id)
+    return _file_response(job, exports)
+
+
+def _file_response(job: ExportRecord, exports: ExportState) -> Response:
+    """The export's file (or a redirect to it), once completed and until it expires."""
     status = JobStatus(job.status)
     if status is not JobStatus.COMPLETED:
         raise Conflict(f"the export is {status}; its file can be downloaded once it is "

@@ -1,27 +1,22 @@
 """The fields of an import request (multipart form or JSON body), checked once for
-``POST /v1/imports`` and ``POST /v1/imports/preview``; and the checks of an upload's
-first block (format, header) made before a job is created."""
+``POST /v1/imports`` and ``POST /v1/imports/preview``, and their OpenAPI description.
+
+The checks of an upload's first block (format, header) are in
+:mod:`bulkport.api.import_source`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
-from bulkport.api.state import AppState
-from bulkport.errors import BadRequest, UnreadableFile
+from bulkport.errors import BadRequest
 from bulkport.pipeline.csvreader import parse_delimiter
-from bulkport.pipeline.encodings import head_as_utf8, parse_encoding
-from bulkport.pipeline.formats import (
-    HEADER_BLOCK_BYTES,
-    delimiter_from_name,
-    format_from_content,
-    format_from_name,
-    open_decompressed,
-    parse_import_format,
-    sniff,
-)
-from bulkport.pipeline.headers import check_head, parse_column_map
+from bulkport.pipeline.encodings import parse_encoding
+from bulkport.pipeline.formats import parse_import_format
+from bulkport.pipeline.headers import parse_column_map
 from bulkport.pipeline.validate import parse_mode
 from bulkport.resources import RESOURCES, get_resource
 
@@ -55,31 +50,58 @@ class ImportByUrl(BaseModel):
     encoding: str | None = Field(None, description=ENCODING)
 
 
+class UploadForm(BaseModel):
+    """The multipart form of an upload: the file and the fields of an import, as text.
+
+    Documentation only: the form is read by :mod:`bulkport.api.upload` (which streams
+    the file into storage) and checked by :func:`import_params`.
+    """
+
+    file: bytes
+    resource: str = Field(json_schema_extra={"enum": list(RESOURCES)})
+    format: Literal["csv", "tsv", "ndjson", "json"] | None = None
+    delimiter: str | None = Field(None, description=DELIMITER)
+    encoding: str | None = Field(None, description=ENCODING)
+    mode: Literal["insert", "upsert"] | None = None
+    dry_run: bool | None = None
+    wait_for_parents: bool = Field(True, description=WAIT_FOR_PARENTS)
+    column_map: str | None = Field(None, description=COLUMN_MAP + "; here as JSON text, "
+                                                                  "e.g. {\"E-mail\": \"email\"}")
+
+
+class _FormJsonSchema(GenerateJsonSchema):
+    """A form field is text or absent, never null: no ``null`` branch, no ``null`` default;
+    and no titles, the names say as much."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        if schema.get("default") is None:
+            return self.generate_inner(schema["schema"])
+        return super().default_schema(schema)
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def form_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI schema of a multipart form described by ``model``."""
+    schema = model.model_json_schema(schema_generator=_FormJsonSchema)
+    schema.pop("title", None)
+    schema.pop("description", None)
+    return schema
+
+
 UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["file", "resource"],
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "resource": {"type": "string", "enum": list(RESOURCES)},
-                    "format": {"type": "string", "enum": ["csv", "tsv", "ndjson", "json"]},
-                    "delimiter": {"type": "string", "description": DELIMITER},
-                    "encoding": {"type": "string", "description": ENCODING},
-                    "mode": {"type": "string", "enum": ["insert", "upsert"]},
-                    "dry_run": {"type": "boolean"},
-                    "wait_for_parents": {"type": "boolean", "default": True,
-                                         "description": WAIT_FOR_PARENTS},
-                    "column_map": {"type": "string", "description": COLUMN_MAP
-                                   + "; here as JSON text, e.g. {\"E-mail\": \"email\"}"},
-                },
-            }},
+            "multipart/form-data": {"schema": form_schema(UploadForm)},
             "application/json": {"schema": ImportByUrl.model_json_schema()},
         },
     },
 }
-
 
 
 def request_identity(request_fields: dict[str, Any]) -> dict[str, Any]:
@@ -121,38 +143,3 @@ def import_params(params: dict[str, Any]) -> dict[str, Any]:
             "column_map": parse_column_map(params.get("column_map"), res),
             "delimiter": delimiter or tab,
             "encoding": parse_encoding(params.get("encoding"))}
-
-
-def check_header(state: AppState, key: str, request_fields: dict[str, Any],
-                  file_name: str | None) -> None:
-    """422 when the CSV header (in the file's first block) lacks a required field."""
-    if request_fields["format"] != "csv":
-        return
-    try:
-        with state.uploads.open_read(key) as raw:
-            head = sniff(open_decompressed(raw, max_bytes=state.settings.max_decompressed_bytes),
-                         HEADER_BLOCK_BYTES)
-    except (UnreadableFile, OSError, EOFError):
-        return  # left to the worker, which fails the job with the reason
-    check_head(head_as_utf8(head, request_fields["encoding"]),
-               get_resource(request_fields["resource"]), request_fields["column_map"],
-               request_fields["delimiter"] or delimiter_from_name(file_name))
-
-
-def detect_format(state: AppState, key: str, file_name: str | None) -> str | None:
-    """The format the name or the first bytes tell (as the worker will read it), else None.
-
-    A file that cannot be read (a damaged gzip) is left to the worker, which fails
-    the job with a readable reason.
-    """
-    named = format_from_name(file_name)
-    if named is not None:
-        return named.value
-    try:
-        with state.uploads.open_read(key) as raw:
-            head = sniff(open_decompressed(raw, max_bytes=state.settings.max_decompressed_bytes))
-    except (UnreadableFile, OSError, EOFError):
-        return None
-    return format_from_content(head).value if head.strip() else None
-
-

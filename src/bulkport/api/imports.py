@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -15,16 +13,15 @@ from starlette.concurrency import run_in_threadpool
 from bulkport import records
 from bulkport.api.errors import request_id_var
 from bulkport.api.first_errors import known
-from bulkport.api.import_params import (
-    UPLOAD_DOC,
-    ImportByUrl,
-    check_header,
-    detect_format,
-    import_params,
-    request_identity,
+from bulkport.api.import_params import UPLOAD_DOC, request_identity
+from bulkport.api.import_source import import_source
+from bulkport.api.params import (
+    ErrorPageQuery,
+    IdempotencyKey,
+    ImportListQuery,
+    JobId,
+    list_cursor,
 )
-from bulkport.api.jsonbody import JSON, media_type, read_json
-from bulkport.api.params import IdempotencyKey, JobId, list_cursor
 from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import (
     ErrorPage,
@@ -38,18 +35,12 @@ from bulkport.api.schemas import (
 )
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
-from bulkport.api.upload import receive_upload
-from bulkport.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from bulkport.errors import BadRequest
 from bulkport.jobs import service
-from bulkport.jobs.status import JobKind, JobStatus
+from bulkport.jobs.status import JobKind
 from bulkport.jobs.store import fingerprint
-from bulkport.pipeline.fetch import check_url
-from bulkport.pipeline.formats import (
-    format_from_name,
-)
 from bulkport.pipeline.rejects import csv_download
 from bulkport.resources import get_resource
-from bulkport.storage import StoredFile
 
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
 State = Annotated[AppState, Depends(get_state)]
@@ -58,13 +49,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 #: Error entries embedded in a job's status.
 FIRST_ERRORS = 100
-#: C0 controls and DEL: PostgreSQL text refuses NUL, and none belongs in a URL or file name.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-#: Longest file name kept from an upload (characters).
-MAX_FILE_NAME_CHARS = 255
-_URL_EXAMPLE = '{"resource": "users", "file_url": "https://example.com/users.csv"}'
-
-
 
 
 @router.post("", status_code=202, response_model=ImportJob,
@@ -76,70 +60,14 @@ async def create_import(
     request: Request, state: State,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    settings = state.settings
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
-        raise PayloadTooLarge(
-            f"the upload is larger than the limit of {settings.max_upload_bytes} bytes",
-            limit_bytes=settings.max_upload_bytes)
-    ctype = media_type(request)  # media types ignore case
-    stored: StoredFile | None = None
-    if ctype == "multipart/form-data":
-        # The file streams straight into storage; the fields are checked once it is read.
-        upload = await receive_upload(request, state.uploads,
-                                      max_bytes=settings.max_upload_bytes)
-        stored = upload.stored
-        try:
-            request_fields = import_params(upload.fields)
-        except Exception:
-            state.uploads.delete(stored.key)
-            raise
-        if stored.size == 0:
-            state.uploads.delete(stored.key)
-            raise BadRequest("the uploaded file is empty")
-        file_name = _CONTROL.sub("", upload.filename or "")[:MAX_FILE_NAME_CHARS] or None
-        try:
-            if request_fields["format"] is None:  # told at once, not only once the job runs
-                request_fields["format"] = await run_in_threadpool(
-                    detect_format, state, stored.key, file_name)
-            await run_in_threadpool(check_header, state, stored.key, request_fields, file_name)
-        except Exception:
-            state.uploads.delete(stored.key)
-            raise
-        source = {"file_key": stored.key, "file_name": file_name,
-                  "file_size_bytes": stored.size, "source_url": None}
-        identity = {"sha256": stored.sha256}
-    elif ctype == JSON:
-        body = await read_json(request, ImportByUrl, _URL_EXAMPLE)
-        request_fields = import_params(body.model_dump())
-        if _CONTROL.search(body.file_url):
-            raise BadRequest("file_url must not contain control characters; percent-encode them")
-        url = await run_in_threadpool(check_url, body.file_url, settings)
-        # The name comes from the path only: the authority may hold credentials.
-        url_name = urlsplit(url).path.rsplit("/", 1)[-1] or None
-        source = {"file_key": None, "file_name": url_name, "file_size_bytes": None,
-                  "source_url": url}
-        if request_fields["format"] is None:
-            named = format_from_name(url_name)
-            request_fields["format"] = named.value if named else None
-        identity = {"file_url": url}
-    else:  # refused before a byte of the body is read
-        raise UnsupportedMediaType(
-            "send multipart/form-data (file upload) or application/json (file_url), "
-            f"not {request.headers.get('content-type', 'no Content-Type')[:100]}",
-            allowed=["multipart/form-data", JSON])
-    values = {**request_fields, **source,
-              "idempotency_key": scoped_idempotency_key(request, idempotency_key),
-              "request_id": request_id_var.get(),
-              "fingerprint": fingerprint(**request_identity(request_fields), **identity)}
-    try:
+    async with import_source(request, state) as source:
+        values = {**source.fields, **source.columns,
+                  "idempotency_key": scoped_idempotency_key(request, idempotency_key),
+                  "request_id": request_id_var.get(),
+                  "fingerprint": fingerprint(**request_identity(source.fields),
+                                             **source.identity)}
         job, created = await run_in_threadpool(_create, state, values)
-    except Exception:
-        if stored is not None:  # e.g. 409 idempotency_conflict: nothing will read it
-            state.uploads.delete(stored.key)
-        raise
-    if not created and stored is not None:
-        state.uploads.delete(stored.key)  # the replayed job keeps its own copy
+        source.taken(created)  # a replayed job keeps its own copy: this one is deleted
     view = await run_in_threadpool(_view, state, job)
     return JSONResponse(view, status_code=202 if created else 200,
                           headers={"Location": f"/v1/imports/{job.id}"})
@@ -158,16 +86,11 @@ def _view(state: AppState, job: records.ImportJob) -> dict[str, Any]:
 
 
 @router.get("", response_model=ImportJobPage, responses=ERRORS, summary="List import jobs")
-def list_imports(
-    state: State,
-    status: JobStatus | None = None,
-    resource: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: str | None = None,
-) -> JSONResponse:
+def list_imports(state: State, query: Annotated[ImportListQuery, Query()]) -> JSONResponse:
+    status, resource, limit = query.status, query.resource, query.limit
     if resource is not None:
         get_resource(resource)
-    after = list_cursor(cursor) if cursor else None
+    after = list_cursor(query.cursor) if query.cursor else None
     with state.conn() as conn:
         jobs = service.list_jobs(conn, JobKind.IMPORT, status=status, resource=resource,
                                  limit=limit, after=after)
@@ -202,22 +125,20 @@ def cancel_import(job_id: JobId, state: State) -> JSONResponse:
             responses=ERRORS | {200: {"content": {"application/x-ndjson": {},
                                                   "text/csv": {}}}},
             summary="Every error of an import (JSON pages, or an NDJSON/CSV download)")
-def import_errors(
-    job_id: JobId, state: State,
-    format: Annotated[str, Query(pattern="^(json|ndjson|csv)$")] = "json",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
-    code: Annotated[str | None, Query(
-        max_length=64, pattern="^[a-z0-9_]+$",
-        description="Only errors of this code (e.g. invalid_email_format); with csv/ndjson, "
-                    "only the records having it")] = None,
-) -> Any:
+def import_errors(job_id: JobId, state: State,
+                  query: Annotated[ErrorPageQuery, Query()]) -> Any:
     with state.conn() as conn:
         job = service.get(conn, JobKind.IMPORT, job_id)
-    if format == "json":
-        return JSONResponse(_error_page(state, job_id, limit, cursor, code))
-    name = f"import-{job_id}-errors.{format}"
-    body = (_ndjson_rejects(state, job_id, code) if format == "ndjson"
+    if query.format == "json":
+        return JSONResponse(_error_page(state, job_id, query.limit, query.cursor, query.code))
+    return _download(state, job, query.format, query.code)
+
+
+def _download(state: AppState, job: records.ImportJob, format: str,
+              code: str | None) -> StreamingResponse:
+    """Every rejected record (with ``code`` only those having it) as NDJSON or CSV."""
+    name = f"import-{job.id}-errors.{format}"
+    body = (_ndjson_rejects(state, job.id, code) if format == "ndjson"
             else _csv_rejects(state, job, code))
     media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"
     return StreamingResponse(body, media_type=media,

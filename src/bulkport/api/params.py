@@ -1,4 +1,6 @@
-"""Request parameters shared by the import and export job routes."""
+"""Request parameters of the job routes: job ids, list cursors, the idempotency key,
+and the query models of the import routes (declared, so the OpenAPI document
+describes them; the streaming export's are in :mod:`bulkport.api.export_params`)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,15 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Header
+from pydantic import BaseModel, Field
 
 from bulkport.api.schemas import decode_cursor
 from bulkport.errors import BadRequest, NotFound
+from bulkport.jobs.status import JobStatus
 
-#: C0 controls and DEL: PostgreSQL text refuses NUL, and none belongs in an id.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: C0 controls and DEL: PostgreSQL text refuses NUL, and none belongs in an id, a URL
+#: or a file name.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def valid_job_id(job_id: str) -> str:
@@ -20,7 +25,7 @@ def valid_job_id(job_id: str) -> str:
 
     Import and export routes share it, so the message names no kind of job.
     """
-    if _CONTROL.search(job_id):
+    if CONTROL_CHARS.search(job_id):
         raise NotFound(f"no job with id {job_id!r}")
     return job_id
 
@@ -51,3 +56,24 @@ IdempotencyKey = Annotated[str | None, Header(
     min_length=1, max_length=255,
     description="Same key + same request: the existing job (200); "
                 "same key + another request: 409 idempotency_conflict")]
+
+
+class ImportListQuery(BaseModel):
+    """``GET /v1/imports``: filters and pagination."""
+
+    status: JobStatus | None = None
+    resource: str | None = None
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = None
+
+
+class ErrorPageQuery(BaseModel):
+    """``GET /v1/imports/{id}/errors``: a JSON page, or the whole NDJSON/CSV download."""
+
+    format: str = Field("json", pattern="^(json|ndjson|csv)$")
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: str | None = None
+    code: str | None = Field(
+        None, max_length=64, pattern="^[a-z0-9_]+$",
+        description="Only errors of this code (e.g. invalid_email_format); with csv/ndjson, "
+                    "only the records having it")

@@ -7,6 +7,9 @@ does the work in a worker thread.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,7 +22,7 @@ from bulkport.api.jsonbody import JSON, media_type, read_json
 from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import ImportPreview
 from bulkport.api.state import AppState
-from bulkport.api.upload import receive_upload
+from bulkport.api.upload import stored_upload
 from bulkport.errors import (
     BadRequest,
     FetchFailed,
@@ -56,20 +59,34 @@ _DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {
              summary="Preview an import: detected format, column mapping, first records")
 async def preview_import(request: Request, state: State) -> JSONResponse:
     """Reads only the beginning of the file and writes nothing (no job, no rows)."""
+    async with _file_head(request, state) as head:
+        return JSONResponse(await run_in_threadpool(_run, state, head))
+
+
+@dataclass(frozen=True)
+class _Head:
+    """The stored beginning of the file to preview, and how to read it."""
+
+    key: str
+    fields: dict[str, Any]
+    file_name: str | None
+    limit: int
+    #: Whether the file goes on past what was stored.
+    truncated: bool
+
+
+@asynccontextmanager
+async def _file_head(request: Request, state: AppState) -> AsyncIterator[_Head]:
+    """The uploaded or fetched beginning of the file, deleted when the block ends."""
     ctype = media_type(request)
     if ctype == "multipart/form-data":
-        upload = await receive_upload(request, state.uploads,
-                                      max_bytes=state.settings.max_upload_bytes,
-                                      keep_bytes=PREVIEW_INPUT_BYTES)
-        try:
-            fields = import_params(upload.fields)
-            limit = _limit(upload.fields.get("limit"))
-            return JSONResponse(await run_in_threadpool(
-                _run, state, upload.stored.key, fields, upload.filename, limit,
-                upload.stored.size >= PREVIEW_INPUT_BYTES))
-        finally:
-            state.uploads.delete(upload.stored.key)
-    if ctype == JSON:
+        async with stored_upload(request, state.uploads,
+                                 max_bytes=state.settings.max_upload_bytes,
+                                 keep_bytes=PREVIEW_INPUT_BYTES) as upload:  # never kept
+            yield _Head(upload.stored.key, import_params(upload.fields), upload.filename,
+                        _limit(upload.fields.get("limit")),
+                        upload.stored.size >= PREVIEW_INPUT_BYTES)
+    elif ctype == JSON:
         body = await read_json(request, PreviewByUrl,
                                '{"resource": "users", "file_url": "https://…/users.csv"}')
         fields = import_params(body.model_dump())
@@ -80,35 +97,39 @@ async def preview_import(request: Request, state: State) -> JSONResponse:
         except FetchFailed as exc:
             raise BadRequest(exc.message) from None
         try:
-            name = url.split("?", 1)[0].rsplit("/", 1)[-1] or None
-            return JSONResponse(await run_in_threadpool(
-                _run, state, stored.key, fields, name, body.limit,
-                stored.size >= PREVIEW_INPUT_BYTES))
+            yield _Head(stored.key, fields, url.split("?", 1)[0].rsplit("/", 1)[-1] or None,
+                        body.limit, stored.size >= PREVIEW_INPUT_BYTES)
         finally:
             state.uploads.delete(stored.key)
-    raise UnsupportedMediaType("send multipart/form-data (file upload) or application/json "
-                               "(file_url)", allowed=["multipart/form-data", JSON])
+    else:
+        raise UnsupportedMediaType("send multipart/form-data (file upload) or "
+                                   "application/json (file_url)",
+                                   allowed=["multipart/form-data", JSON])
 
 
 def _limit(value: str | None) -> int:
     if value is None or value == "":
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    try:  # isdigit() also admits digits int() refuses (superscripts): those are a 400 too
+        limit = int(value) if value.isdigit() else 0
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    return int(value)
+    return limit
 
 
-def _run(state: AppState, key: str, fields: dict[str, Any], file_name: str | None,
-         limit: int, truncated: bool) -> dict[str, Any]:
+def _run(state: AppState, head: _Head) -> dict[str, Any]:
     settings = state.settings
-    with state.uploads.open_read(key) as raw, state.conn() as conn:
+    fields = head.fields
+    with state.uploads.open_read(head.key) as raw, state.conn() as conn:
         try:
             stream = open_decompressed(raw, max_bytes=settings.max_decompressed_bytes)
             return preview(raw, stream, get_resource(fields["resource"]), conn,
                            mode=fields["mode"], declared_format=fields["format"],
-                           file_name=file_name, delimiter=fields["delimiter"],
+                           file_name=head.file_name, delimiter=fields["delimiter"],
                            encoding=fields["encoding"], column_map=fields["column_map"],
-                           limit=limit, max_line_bytes=settings.max_line_bytes,
-                           truncated=truncated)
+                           limit=head.limit, max_line_bytes=settings.max_line_bytes,
+                           truncated=head.truncated)
         except UnreadableFile as exc:
             raise UnprocessableFile(exc.message) from None

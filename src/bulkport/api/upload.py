@@ -12,6 +12,11 @@ Form fields (small text parts) may come before or after the file; at most
 one file part. The envelope is checked before the body is read: a boundary of
 at most :data:`MAX_BOUNDARY_CHARS` characters and a ``charset`` that is a text
 encoding, else a 400.
+
+:func:`stored_upload` is the way handlers take an upload: a context manager that
+deletes the stored file when the block fails in any way (a bad field, an empty
+file, a refused header, a job that could not be created, a client gone) and
+also when it succeeds without :meth:`Upload.keep` (a preview, a replayed job).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import codecs
 from collections import deque
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
@@ -43,6 +49,12 @@ class Upload:
     fields: dict[str, str]
     stored: StoredFile
     filename: str | None
+    #: Whether the stored file outlives the request (see :func:`stored_upload`).
+    kept: bool = False
+
+    def keep(self) -> None:
+        """Keep the stored file when the block ends: a job now owns it."""
+        self.kept = True
 
 
 @dataclass
@@ -199,3 +211,22 @@ async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: 
         storage.delete(stored.key)
         raise BadRequest(f"a multipart upload needs a '{file_field}' part holding the file")
     return Upload(parts.fields, stored, parts.filename)
+
+
+@asynccontextmanager
+async def stored_upload(request: Request, storage: LocalStorage, *, max_bytes: int,
+                        file_field: str = "file", keep_bytes: int | None = None
+                        ) -> AsyncIterator[Upload]:
+    """:func:`receive_upload`, with the stored file deleted when the block ends, however
+    it ends (an exception, a cancelled request), unless :meth:`Upload.keep` was called.
+
+    ``keep`` is called the moment a job takes the file: from then on the job owns it,
+    so a failure later in the block (shaping the response) must not delete it.
+    """
+    upload = await receive_upload(request, storage, max_bytes=max_bytes, file_field=file_field,
+                                  keep_bytes=keep_bytes)
+    try:
+        yield upload
+    finally:
+        if not upload.kept:
+            storage.delete(upload.stored.key)
