@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from bulkport.api.record_schemas import UPLOAD_FILE
 from bulkport.api.state import AppState
 from bulkport.errors import BadRequest, UnreadableFile
 from bulkport.pipeline.csvreader import parse_delimiter
@@ -62,7 +63,7 @@ UPLOAD_DOC: dict[str, Any] = {
             "multipart/form-data": {"schema": {
                 "type": "object", "required": ["file", "resource"],
                 "properties": {
-                    "file": {"type": "string", "format": "binary"},
+                    "file": UPLOAD_FILE,
                     "resource": {"type": "string", "enum": list(RESOURCES)},
                     "format": {"type": "string", "enum": ["csv", "tsv", "ndjson", "json"]},
                     "delimiter": {"type": "string", "description": DELIMITER},
