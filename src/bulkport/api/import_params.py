@@ -12,13 +12,13 @@ from bulkport.api.record_schemas import UPLOAD_FILE
 from bulkport.api.state import AppState
 from bulkport.errors import BadRequest, UnreadableFile
 from bulkport.pipeline.csvreader import parse_delimiter
+from bulkport.pipeline.decompress import open_decompressed
 from bulkport.pipeline.encodings import head_as_utf8, parse_encoding
 from bulkport.pipeline.formats import (
     HEADER_BLOCK_BYTES,
     delimiter_from_name,
     format_from_content,
     format_from_name,
-    open_decompressed,
     parse_import_format,
     sniff,
 )

@@ -31,7 +31,7 @@ from bulkport.config import Settings
 from bulkport.errors import Terminal, UnreadableFile
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, Job
-from bulkport.pipeline import formats
+from bulkport.pipeline import decompress
 from bulkport.pipeline.load import Loader
 from bulkport.pipeline.reading import open_reading
 from bulkport.pipeline.types import PreparedBatch, RawRecord, Rejected
@@ -103,7 +103,7 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
         STORE.set_import_source(book, job["id"], run.owner, fmt=job["format"], columns=None,
                                 file_key=file_key, file_size_bytes=stored.size)
     with run.storage.open_read(file_key) as raw:
-        stream = formats.open_decompressed(raw, max_bytes=settings.max_decompressed_bytes)
+        stream = decompress.open_decompressed(raw, max_bytes=settings.max_decompressed_bytes)
         column_map = job.get("column_map")
         reading = open_reading(stream, resource, declared_format=job["format"],
                                file_name=job["file_name"], delimiter=job.get("delimiter"),
