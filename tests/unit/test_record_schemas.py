@@ -22,7 +22,8 @@ from bulkport.resources import RESOURCES, Kind, Resource
 JSON_TYPES = {Kind.ID: "string", Kind.TEXT: "string", Kind.EMAIL: "string",
               Kind.ENUM: "string", Kind.REF: "string", Kind.BOOL: "boolean",
               Kind.TIMESTAMP: "string", Kind.TAGS: "array"}
-NAMES = {"users": "User", "articles": "Article", "comments": "Comment"}
+#: The component name of each resource's record schema: ``users`` -> ``User``.
+NAMES = {name: name.capitalize().removesuffix("s") for name in RESOURCES}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_resource_has_a_named_record_schema(spec: dict[str, Any]) -> None:
-    assert sorted(RESOURCES) == sorted(NAMES)
+    assert {"User", "Article", "Comment"} <= set(NAMES.values())
     schemas = spec["components"]["schemas"]
     for name in NAMES.values():
         assert schemas[name]["type"] == "object"
