@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from bulkport.config import Settings
-from bulkport.pipeline import formats
+from bulkport.pipeline import decompress, formats, sources
 from bulkport.pipeline.validate import BatchPreparer, Mode
 from bulkport.resources import RESOURCES
 from tests.conftest import get_job, run_jobs, submit_import
@@ -44,11 +44,11 @@ def _huge_value_file(path: Path) -> Path:
 def test_huge_value_is_one_malformed_record_in_bounded_memory(tmp_path: Path) -> None:
     path = _huge_value_file(tmp_path / "huge.json.gz")
     with path.open("rb") as raw:
-        stream = formats.open_decompressed(raw)
+        stream = decompress.open_decompressed(raw)
         formats.sniff(stream)
         tracemalloc.start()
         try:
-            _, records = formats.read_records(stream, formats.Format.JSON,
+            _, records = sources.read_records(stream, formats.Format.JSON,
                                               max_line_bytes=MAX_LINE)
             batch = BatchPreparer(RESOURCES["users"], Mode.INSERT).prepare(records)
             _, peak = tracemalloc.get_traced_memory()

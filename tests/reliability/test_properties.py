@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 from bulkport.errors import UnreadableFile
 from bulkport.jobs.store import _json_text
-from bulkport.pipeline import formats
+from bulkport.pipeline import decompress, formats, sources
 from bulkport.pipeline.types import RawRecord
 from bulkport.pipeline.validate import BatchPreparer, Mode
 from bulkport.resources import RESOURCES
@@ -56,10 +56,10 @@ deep_values = st.integers(min_value=1, max_value=3000).map(_nested)
 
 def _consume(data: bytes, fmt: formats.Format) -> list[RawRecord]:
     """Run the importer's reading steps on ``data``; UnreadableFile is an allowed outcome."""
-    stream = formats.open_decompressed(io.BytesIO(data))
+    stream = decompress.open_decompressed(io.BytesIO(data))
     try:
         formats.sniff(stream)
-        _, records = formats.read_records(stream, fmt, max_line_bytes=MAX_LINE)
+        _, records = sources.read_records(stream, fmt, max_line_bytes=MAX_LINE)
         out = list(records)
     except UnreadableFile as exc:
         assert exc.message

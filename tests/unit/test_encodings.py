@@ -9,7 +9,7 @@ import io
 import pytest
 
 from bulkport.errors import BadRequest
-from bulkport.pipeline import encodings, formats
+from bulkport.pipeline import decompress, encodings, formats
 
 TEXT = "id,email,name\r\n" + "".join(f"{i},u{i}@example.com,José Zoë “{i}”\r\n"
                                      for i in range(20_000))
@@ -47,7 +47,7 @@ def test_transcoding_streams_utf8(codec: str) -> None:
 
 def test_transcoding_after_gzip_and_in_small_reads() -> None:
     raw = io.BytesIO(gzip.compress(TEXT.encode("utf-16")))
-    out = encodings.as_utf8(formats.open_decompressed(raw), "utf-16")
+    out = encodings.as_utf8(decompress.open_decompressed(raw), "utf-16")
     got = bytearray()
     while chunk := out.read(777):
         got += chunk

@@ -27,7 +27,8 @@ from bulkport.gen import (
     build_mix,
     generate,
 )
-from bulkport.pipeline.formats import Format, read_records
+from bulkport.pipeline.formats import Format
+from bulkport.pipeline.sources import read_records
 from bulkport.pipeline.validate import BatchPreparer, Mode
 from bulkport.resources import RESOURCES
 

@@ -14,6 +14,7 @@ from bulkport.api.errors import RequestIdMiddleware, install_error_handlers
 from bulkport.api.observe import ObserveMiddleware
 from bulkport.api.pools import open_pool
 from bulkport.api.ratelimit import RateLimitMiddleware
+from bulkport.api.record_schemas import document_records
 from bulkport.api.responses import JSONResponse
 from bulkport.api.security import ApiKeyMiddleware, document_security
 from bulkport.api.state import AppState
@@ -60,5 +61,6 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
     app.include_router(preview.router)
     app.include_router(imports.router)
     app.include_router(exports.router)
+    document_records(app)
     console.install(app)
     return app

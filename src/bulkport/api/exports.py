@@ -31,6 +31,7 @@ from bulkport.api.export_stream import (
 )
 from bulkport.api.jsonbody import read_json
 from bulkport.api.params import IdempotencyKey, JobId
+from bulkport.api.record_schemas import export_content
 from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import ErrorResponse, encode_cursor
 from bulkport.api.security import scoped_idempotency_key
@@ -125,8 +126,12 @@ class ExportJobPage(BaseModel):
 
 _STREAM_DOC: dict[str, Any] = {"responses": {"200": {
     "description": "The export (chunked), or with no `resource` a page of export jobs",
-    "content": {t: {"schema": {"type": "string"}} for t in MEDIA_TYPES.values()}
-    | {"application/json": {"schema": ExportJobPage.model_json_schema()}},
+    "content": export_content(json_page=ExportJobPage.model_json_schema()),
+}}}
+_DOWNLOAD_DOC: dict[str, Any] = {"responses": {"200": {
+    "description": "The export file (application/gzip when stored gzipped)",
+    "content": export_content() | {"application/gzip": {"schema": {"type": "string",
+                                                                    "format": "binary"}}},
 }}}
 
 
@@ -214,7 +219,7 @@ def get_export(job_id: JobId, state: State, exports: Exports) -> JSONResponse:
 
 
 @router.get("/{job_id}/download", responses=ERRORS | {307: {"description": "To S3"}},
-            summary="Download the file of a completed export")
+            openapi_extra=_DOWNLOAD_DOC, summary="Download the file of a completed export")
 def download_export(job_id: JobId, state: State, exports: Exports) -> Response:
     with state.conn() as conn:
         job = service.get(conn, JobKind.EXPORT, job_id)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
+from bulkport.api.record_schemas import UPLOAD_FILE
 from bulkport.errors import BadRequest
 from bulkport.pipeline.csvreader import parse_delimiter
 from bulkport.pipeline.encodings import parse_encoding
@@ -85,11 +86,16 @@ class _FormJsonSchema(GenerateJsonSchema):
         return False
 
 
-def form_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI schema of a multipart form described by ``model``."""
+def form_schema(model: type[BaseModel], **parts: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI schema of a multipart form described by ``model``.
+
+    ``parts`` replace the schema of named fields: the file part is described by
+    the resource record schemas (api/record_schemas.py), which pydantic cannot know.
+    """
     schema = model.model_json_schema(schema_generator=_FormJsonSchema)
     schema.pop("title", None)
     schema.pop("description", None)
+    schema["properties"].update(parts)
     return schema
 
 
@@ -97,7 +103,7 @@ UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": form_schema(UploadForm)},
+            "multipart/form-data": {"schema": form_schema(UploadForm, file=UPLOAD_FILE)},
             "application/json": {"schema": ImportByUrl.model_json_schema()},
         },
     },

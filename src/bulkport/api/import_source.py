@@ -29,6 +29,7 @@ from bulkport.api.params import CONTROL_CHARS
 from bulkport.api.state import AppState
 from bulkport.api.upload import Upload, stored_upload
 from bulkport.errors import BadRequest, UnreadableFile, UnsupportedMediaType
+from bulkport.pipeline.decompress import open_decompressed
 from bulkport.pipeline.encodings import head_as_utf8
 from bulkport.pipeline.fetch import check_url
 from bulkport.pipeline.formats import (
@@ -36,7 +37,6 @@ from bulkport.pipeline.formats import (
     delimiter_from_name,
     format_from_content,
     format_from_name,
-    open_decompressed,
     sniff,
 )
 from bulkport.pipeline.headers import check_head

@@ -30,8 +30,8 @@ from bulkport.errors import (
     UnreadableFile,
     UnsupportedMediaType,
 )
+from bulkport.pipeline.decompress import open_decompressed
 from bulkport.pipeline.fetch import check_url, fetch
-from bulkport.pipeline.formats import open_decompressed
 from bulkport.pipeline.preview import DEFAULT_LIMIT, MAX_LIMIT, PREVIEW_INPUT_BYTES, preview
 from bulkport.resources import get_resource
 

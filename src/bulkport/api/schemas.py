@@ -7,12 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field
 
 from bulkport import records
 from bulkport.errors import BadRequest
 from bulkport.jobs.status import JobStatus
-from bulkport.resources import RESOURCES, Kind, Resource
 
 
 class ErrorResponse(BaseModel):
@@ -135,27 +134,6 @@ def decode_cursor(cursor: str, n: int) -> list[Any]:
         return parts
     except ValueError:
         raise BadRequest("invalid cursor; pass the next_cursor of a previous page") from None
-
-
-# --- record schemas, derived from the resource declarations ------------------------------
-
-_PY_TYPES: dict[Kind, Any] = {Kind.BOOL: bool, Kind.TIMESTAMP: datetime, Kind.TAGS: list[str]}
-
-
-def record_model(resource: Resource) -> type[BaseModel]:
-    fields: dict[str, Any] = {}
-    for f in resource.fields:
-        typ = _PY_TYPES.get(f.kind, str)
-        if f.required:
-            fields[f.name] = (typ, Field(description=f.description or None))
-        else:
-            fields[f.name] = (typ | None, Field(None, description=f.description or None))
-    model: type[BaseModel] = create_model(resource.name.capitalize()[:-1], **fields)
-    model.__doc__ = resource.description
-    return model
-
-
-RECORD_MODELS = {name: record_model(r) for name, r in RESOURCES.items()}
 
 
 # --- import preview (POST /v1/imports/preview) ---------------------------------------------

@@ -31,7 +31,7 @@ import psycopg
 from bulkport import metrics
 from bulkport.config import Settings
 from bulkport.errors import Terminal, UnreadableFile
-from bulkport.pipeline import formats
+from bulkport.pipeline import decompress
 from bulkport.pipeline.load import Loader
 from bulkport.pipeline.progress import BatchProgress, ImportProgress, Outcome, SourceFacts
 from bulkport.pipeline.reading import open_reading
@@ -102,7 +102,7 @@ def _run(run: ImportRun) -> JobStatus | None:
         progress.record_source(SourceFacts(format=job.format, columns=None, file_key=file_key,
                                            file_size_bytes=stored.size))
     with run.storage.open_read(file_key) as raw:
-        stream = formats.open_decompressed(raw, max_bytes=settings.max_decompressed_bytes)
+        stream = decompress.open_decompressed(raw, max_bytes=settings.max_decompressed_bytes)
         column_map = job.column_map
         reading = open_reading(stream, resource, declared_format=job.format,
                                file_name=job.file_name, delimiter=job.delimiter,

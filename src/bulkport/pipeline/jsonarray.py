@@ -20,12 +20,15 @@ scalars or arrays of scalars); others are scanned token by token.
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterator
 from typing import IO
 
 import orjson
 
+from bulkport.errors import UnreadableFile
+from bulkport.pipeline.formats import sniff
 from bulkport.pipeline.types import RawRecord
 
 #: Bytes read from the stream at a time.
@@ -184,6 +187,19 @@ class _Scanner:
         if too_long or i - start > self._limit:
             return None
         return buf[start:i]
+
+
+def read_json_file(stream: IO[bytes], max_line_bytes: int) -> Iterator[RawRecord]:
+    """The records of a JSON file: an array of objects, or one object (one record)."""
+    if sniff(stream).startswith(codecs.BOM_UTF8):
+        stream.read(len(codecs.BOM_UTF8))
+    head = sniff(stream).lstrip(b" \t\r\n")
+    if not head:
+        raise UnreadableFile("the file is empty")
+    if not head.startswith((b"{", b"[")):
+        raise UnreadableFile("a JSON file must hold an array of objects (or one object)")
+    # A single object is a one-record file.
+    yield from read_json(stream, max_line_bytes, in_array=head.startswith(b"["))
 
 
 def read_json(stream: IO[bytes], max_line_bytes: int, in_array: bool) -> Iterator[RawRecord]:

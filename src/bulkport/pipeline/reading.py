@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from bulkport.errors import MissingRequiredFields, UnreadableFile
-from bulkport.pipeline import encodings, formats, headers
+from bulkport.pipeline import encodings, formats, headers, sources
 from bulkport.resources.base import Resource
 
 
@@ -27,7 +27,7 @@ class Reading:
     bom: bool
     #: Set when the file was read as UTF-8 but its first block is not UTF-8.
     encoding_hint: str | None
-    source: formats.Source
+    source: sources.Source
     #: CSV: the field each column feeds (None: ignored).
     fields: list[str | None] | None
 
@@ -88,7 +88,7 @@ def open_reading(stream: IO[bytes], resource: Resource, *, declared_format: str 
     fmt = (formats.parse_format(declared_format) or formats.format_from_name(file_name)
            or formats.format_from_content(head))
     try:
-        source = formats.open_source(
+        source = sources.open_source(
             stream, fmt, max_line_bytes=max_line_bytes,
             delimiter=delimiter or formats.delimiter_from_name(file_name),
             score=headers.scorer(resource, column_map))

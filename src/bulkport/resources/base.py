@@ -3,7 +3,7 @@
 A :class:`Resource` lists its fields once; everything else derives from it:
 record validation (:meth:`Resource.compile_validator`), the staging table and
 COPY column list, the insert/upsert statements (``bulkport.sql.loading``), the
-export column list and the OpenAPI record schema (``bulkport.api.schemas``).
+export column list and the OpenAPI record schema (``bulkport.api.record_schemas``).
 """
 
 from __future__ import annotations
