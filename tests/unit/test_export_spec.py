@@ -10,8 +10,8 @@ import pytest
 
 from bulkport.api.export_stream import accepts_gzip
 from bulkport.errors import BadRequest
+from bulkport.pipeline.export.encoder import Encoder
 from bulkport.pipeline.export_spec import FILTERS, parse_spec
-from bulkport.pipeline.exporter import Encoder
 from bulkport.pipeline.formats import Format
 from bulkport.resources import RESOURCES
 from bulkport.sql.exporting import export_statement

@@ -1,6 +1,6 @@
 """The HTTP response of a streaming export, and what it needs around it.
 
-:class:`CopyStreamResponse` sends a :class:`~bulkport.pipeline.exporter.CopyStream`
+:class:`CopyStreamResponse` sends a :class:`~bulkport.pipeline.export.bridge.CopyStream`
 chunk by chunk (chunked transfer encoding) and watches for the client going
 away: then, or when a client stops reading for ``SEND_STALL_SECONDS``, the
 stream is closed, which cancels the query and returns its connection to the
@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from bulkport import metrics
-from bulkport.pipeline.exporter import CopyStream
+from bulkport.pipeline.export.bridge import CopyStream
 from bulkport.sql.exporting import SESSION_OPTIONS
 from bulkport.storage import ExportStorage
 

@@ -1,7 +1,7 @@
 """``/v1/exports``: stream an export, or run it as a job and download its file.
 
 ``GET /v1/exports?resource=…`` streams; ``GET /v1/exports`` without ``resource``
-lists export jobs. The pipelines do the work (:mod:`bulkport.pipeline.exporter`,
+lists export jobs. The pipelines do the work (:mod:`bulkport.pipeline.export`,
 :mod:`bulkport.pipeline.export_job`); handlers parse, call and shape.
 """
 
@@ -37,8 +37,8 @@ from bulkport.api.state import AppState, get_state
 from bulkport.errors import BadRequest, Conflict, ExportExpired, TooManyExports
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
+from bulkport.pipeline.export.bridge import CopyStream
 from bulkport.pipeline.export_spec import MEDIA_TYPES, parse_spec
-from bulkport.pipeline.exporter import CopyStream
 from bulkport.storage import export_storage
 
 

@@ -26,8 +26,8 @@ from bulkport.config import Settings
 from bulkport.errors import BadRequest, no_room
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, Job
+from bulkport.pipeline.export.filesink import Stopped, write_export
 from bulkport.pipeline.export_spec import parse_spec
-from bulkport.pipeline.exporter import Stopped, write_export
 from bulkport.storage import CHUNK_BYTES, ExportStorage, StorageError
 
 log = logging.getLogger(__name__)
