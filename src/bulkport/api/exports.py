@@ -26,7 +26,6 @@ from bulkport.api.export_stream import (
     ExportState,
     accepts_gzip,
     helper_connections,
-    open_stream_pool,
 )
 from bulkport.api.jsonbody import read_json
 from bulkport.api.params import IdempotencyKey, JobId, list_cursor
@@ -34,6 +33,7 @@ from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import ErrorResponse, encode_cursor
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
+from bulkport.db import open_stream_pool
 from bulkport.errors import BadRequest, Conflict, ExportExpired, TooManyExports
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
