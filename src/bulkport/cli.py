@@ -38,7 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from bulkport import db
     from bulkport.api.app import create_app
     from bulkport.config import get_settings
-    from bulkport.jobs.worker import GIL_SWITCH_SECONDS, WorkerPool
+    from bulkport.jobs.processes import WorkerPool
+    from bulkport.jobs.worker import GIL_SWITCH_SECONDS
     from bulkport.logs import setup_logging
 
     settings = get_settings()
@@ -73,7 +74,7 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 def cmd_worker(args: argparse.Namespace) -> None:
     from bulkport import db
     from bulkport.config import get_settings
-    from bulkport.jobs.worker import WorkerPool
+    from bulkport.jobs.processes import WorkerPool
     from bulkport.logs import setup_logging
 
     settings = get_settings()
