@@ -59,9 +59,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # batch and handing the job back. Turn SIGTERM into SystemExit so ``finally`` runs.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        # ws="none": the API has no WebSocket route, so the server need not load a
+        # WebSocket implementation (memory held for nothing, bench/README.md).
         uvicorn.run(create_app(settings, url), host=args.host or settings.host,
                     port=args.port or settings.port, log_config=None, access_log=False,
-                    timeout_graceful_shutdown=10)
+                    timeout_graceful_shutdown=10, ws="none")
     finally:
         pool.stop()
 
