@@ -29,6 +29,8 @@ from bulkport import metrics
 
 log = logging.getLogger(__name__)
 
+#: The module a worker process runs (``python -m``).
+ENTRY = "bulkport.jobs.processes"
 #: Environment variable that hands the database URL to a worker process.
 URL_ENV = "BULKPORT_WORKER_DATABASE_URL"
 #: How often the supervisor checks that every worker process is alive (seconds).
@@ -55,7 +57,7 @@ class WorkerPool:
         # The environment is read now, so the child sees PROMETHEUS_MULTIPROC_DIR
         # (bulkport.multiprocess) and every BULKPORT_* setting of this process.
         env = {**os.environ, URL_ENV: self.url}
-        return subprocess.Popen([sys.executable, "-m", __name__, str(threads)], env=env)
+        return subprocess.Popen([sys.executable, "-m", ENTRY, str(threads)], env=env)
 
     def _supervise(self) -> None:
         while not self._stop.wait(SUPERVISE_SECONDS):
