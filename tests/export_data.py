@@ -17,8 +17,8 @@ import orjson
 import psycopg
 
 from bulkport import db
+from bulkport.pipeline.export.filesink import write_export
 from bulkport.pipeline.export_spec import parse_spec
-from bulkport.pipeline.exporter import write_export
 
 NAMES = [
     "Ada Lovelace", "=SUM(A1:A9)", "-minus", "+plus", "@at", "'=already quoted",

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bulkport.client.commands import add_client_commands
 from bulkport.dbctl import add_db_command
 
 log = logging.getLogger("bulkport")
@@ -38,7 +37,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from bulkport import db
     from bulkport.api.app import create_app
     from bulkport.config import get_settings
-    from bulkport.jobs.worker import GIL_SWITCH_SECONDS, WorkerPool
+    from bulkport.jobs.processes import WorkerPool
+    from bulkport.jobs.worker import GIL_SWITCH_SECONDS
     from bulkport.logs import setup_logging
 
     settings = get_settings()
@@ -58,9 +58,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # batch and handing the job back. Turn SIGTERM into SystemExit so ``finally`` runs.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        # ws="none": the API has no WebSocket route, so the server need not load a
+        # WebSocket implementation (memory held for nothing, bench/README.md).
         uvicorn.run(create_app(settings, url), host=args.host or settings.host,
                     port=args.port or settings.port, log_config=None, access_log=False,
-                    timeout_graceful_shutdown=10)
+                    timeout_graceful_shutdown=10, ws="none")
     finally:
         pool.stop()
 
@@ -73,7 +75,7 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 def cmd_worker(args: argparse.Namespace) -> None:
     from bulkport import db
     from bulkport.config import get_settings
-    from bulkport.jobs.worker import WorkerPool
+    from bulkport.jobs.processes import WorkerPool
     from bulkport.logs import setup_logging
 
     settings = get_settings()
@@ -115,9 +117,10 @@ def cmd_gen(args: argparse.Namespace) -> None:
     gen_main(args)
 
 
-def build_parser(with_gen: bool = True) -> argparse.ArgumentParser:
+def build_parser(with_gen: bool = True, with_client: bool = True) -> argparse.ArgumentParser:
     """The parser; ``with_gen=False`` leaves out the generator's options (and its import,
-    a sixth of a client command's start-up)."""
+    a sixth of a client command's start-up); ``with_client=False`` leaves out the client
+    commands (and their HTTP client, memory a server process would hold for nothing)."""
     parser = argparse.ArgumentParser(
         prog="bulkport", description="Bulk import/export service: run the server (serve, "
         "worker, migrate, db) or use a running one (import, export, jobs).")
@@ -148,13 +151,18 @@ def build_parser(with_gen: bool = True) -> argparse.ArgumentParser:
             pass
         else:
             add_arguments(gen)
-    add_client_commands(sub)
+    if with_client:
+        from bulkport.client.commands import add_client_commands
+
+        add_client_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(with_gen=not argv or argv[0] == "gen").parse_args(argv)
+    server = bool(argv) and argv[0] in ("serve", "worker")
+    args = build_parser(with_gen=not argv or argv[0] == "gen",
+                        with_client=not server).parse_args(argv)
     _apply_common(args)
     if args.command in ("serve", "worker"):  # before anything imports prometheus_client
         from bulkport import multiprocess

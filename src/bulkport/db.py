@@ -1,22 +1,42 @@
-"""Where the database is and how to reach it.
+"""Where the database is, how to reach it, and the connection pools.
 
 With ``BULKPORT_DATABASE_URL`` unset, a private PostgreSQL from the ``pgserver``
 package runs in ``DATA_DIR/pg`` (reached over a Unix socket, so it never takes
 a TCP port). Durability settings stay at PostgreSQL's defaults.
+
+The API holds two kinds of pools (workers use plain connections, so
+``psycopg_pool`` is imported only by the functions that open a pool):
+
+* :func:`open_pool`, the API's pool. A connection is checked before it is
+  handed out, so that none of the connections that died with a database
+  restart fails a request. The check makes no round trip when nothing arrived
+  on the connection while it sat idle: PostgreSQL closing a connection (a
+  restart, ``pg_terminate_backend``) sends an error message and closes the
+  socket, which makes it readable. Only then does the check send the pool's
+  own probe (an empty query). A probe on every checkout was a third of the
+  round trips of a status read (bench/README.md, "Status reads").
+* :func:`open_stream_pool`, the streaming exports' pools: each stream holds
+  one connection (or one per lane) while it runs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import warnings
 from importlib import resources as importlib_resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import pq
 
 from bulkport.config import Settings
+from bulkport.sql.exporting import SESSION_OPTIONS
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +45,8 @@ MIGRATION_LOCK_KEY = 0x62756C6B  # "bulk"
 
 # Every session runs in UTC so that naive timestamps and text renderings agree.
 CONNECT_OPTIONS = "-c TimeZone=UTC"
+#: How streaming-export connections show in ``pg_stat_activity``.
+STREAM_APPLICATION_NAME = "bulkport-export-stream"
 
 _embedded: Any = None
 
@@ -55,6 +77,48 @@ def start_embedded(pgdata: Path) -> str:
 
 def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
     return psycopg.connect(url, options=CONNECT_OPTIONS, **kwargs)
+
+
+def needs_probe(conn: psycopg.Connection[Any]) -> bool:
+    """True when an idle connection may be dead: it is not OK, or data came in unasked."""
+    pgconn = conn.pgconn
+    if conn.closed or pgconn.status != pq.ConnStatus.OK:
+        return True
+    try:
+        poller = select.poll()  # not select.select: descriptors above 1024 are fine
+        poller.register(pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg.Error):
+        return True
+
+
+def check(conn: psycopg.Connection[Any]) -> None:
+    """The API pool's ``check``: probe only a connection that may be dead."""
+    if needs_probe(conn):
+        from psycopg_pool import ConnectionPool
+
+        ConnectionPool.check_connection(conn)
+
+
+def open_pool(url: str, settings: Settings) -> ConnectionPool[psycopg.Connection[Any]]:
+    """The API's pool (opened): job rows, status reads, previews."""
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool(url, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
+                          kwargs={"options": CONNECT_OPTIONS, "autocommit": True},
+                          open=True, check=check, name="api")
+
+
+def open_stream_pool(url: str, max_size: int, name: str = "exports"
+                     ) -> ConnectionPool[psycopg.Connection[Any]]:
+    """A pool (not opened) of streaming exports: each stream holds one connection while it runs."""
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool(
+        url, min_size=0, max_size=max_size, open=False, name=name,
+        kwargs={"options": SESSION_OPTIONS, "autocommit": True,
+                "application_name": STREAM_APPLICATION_NAME},
+    )
 
 
 def migrate(url: str) -> list[str]:

@@ -130,8 +130,6 @@ class StorageError(Exception):
 class ExportStorage(LocalStorage):
     """Export files in a local directory; downloads go through the API."""
 
-    remote = False
-
     def temp_path(self, key: str) -> Path:
         return self.path(key + ".part")
 
@@ -152,8 +150,6 @@ class S3ExportStorage(ExportStorage):
     Files are staged in the local export directory while they are written, then
     uploaded (multipart, streamed from disk: memory stays flat) and removed.
     """
-
-    remote = True
 
     def __init__(self, root: Path, *, bucket: str, prefix: str = "", endpoint_url: str | None,
                  region: str | None, access_key_id: str | None,

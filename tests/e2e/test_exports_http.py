@@ -507,7 +507,7 @@ def large(pg_url: str, tmp_path_factory: pytest.TempPathFactory
                        timestamptz '2020-01-01' + i * interval '1.5 seconds'
                 FROM generate_series(1, 90000) i""")
             pages = c.execute("SELECT pg_relation_size('users') / 8192").fetchone()
-        from bulkport.pipeline.exporter import SPLIT_MIN_PAGES
+        from bulkport.pipeline.export.lanes import SPLIT_MIN_PAGES
 
         assert pages and pages[0] >= SPLIT_MIN_PAGES
         server = ServerProcess(url, tmp_path_factory.mktemp("exports-large") / "data",

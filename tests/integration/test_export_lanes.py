@@ -19,9 +19,9 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from bulkport import db
-from bulkport.pipeline import exporter
+from bulkport.pipeline.export import lanes
+from bulkport.pipeline.export.bridge import CopyStream
 from bulkport.pipeline.export_spec import parse_spec
-from bulkport.pipeline.exporter import CopyStream
 from bulkport.sql.exporting import SESSION_OPTIONS
 from tests.export_data import export_bytes
 
@@ -31,8 +31,8 @@ APP = "export-lanes-test"
 
 @pytest.fixture
 def many_users(clean_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setattr(exporter, "SPLIT_MIN_PAGES", 1)
-    monkeypatch.setattr(exporter, "PAGES_PER_RANGE", 2)
+    monkeypatch.setattr(lanes, "SPLIT_MIN_PAGES", 1)
+    monkeypatch.setattr(lanes, "PAGES_PER_RANGE", 2)
     with db.connect(clean_db, autocommit=True) as c:
         # Random ids (physical order is not id order), names that need CSV quoting,
         # formula neutralisation and unicode, fractional and whole timestamps.
@@ -126,7 +126,7 @@ def test_split_counts_and_gzip(many_users: str, pools: Pools) -> None:
 def test_every_lane_reads_the_snapshot_of_the_start(many_users: str, pools: Pools,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     before = export_bytes(many_users, "users", "ndjson")
-    real = exporter.import_snapshot
+    real = lanes.import_snapshot
     changed = []
 
     def change_then_import(snapshot: str) -> Any:
@@ -142,7 +142,7 @@ def test_every_lane_reads_the_snapshot_of_the_start(many_users: str, pools: Pool
             changed.append(True)
         return real(snapshot)
 
-    monkeypatch.setattr(exporter, "import_snapshot", change_then_import)
+    monkeypatch.setattr(lanes, "import_snapshot", change_then_import)
     stream = pools.stream(parse_spec("users", "ndjson", None, {}))
     body = asyncio.run(_read(stream))
     assert changed and stream.lanes == 3
@@ -153,7 +153,7 @@ def test_every_lane_reads_the_snapshot_of_the_start(many_users: str, pools: Pool
 
 def test_stopping_a_split_export_cancels_every_lane(many_users: str, pools: Pools,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exporter, "LANE_AHEAD_CHUNKS", 1)
+    monkeypatch.setattr(lanes, "LANE_AHEAD_CHUNKS", 1)
 
     async def main() -> None:
         stream = pools.stream(parse_spec("users", "ndjson", None, {}), chunk_bytes=4096)
@@ -188,7 +188,7 @@ def test_busy_helper_connections_mean_fewer_lanes(many_users: str) -> None:
 
 def test_a_small_table_is_read_by_one_connection(many_users: str, pools: Pools,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exporter, "SPLIT_MIN_PAGES", 10_000)
+    monkeypatch.setattr(lanes, "SPLIT_MIN_PAGES", 10_000)
     stream = pools.stream(parse_spec("users", "csv", None, {}))
     body = asyncio.run(_read(stream))
     assert stream.lanes == 1

@@ -20,8 +20,8 @@ from bulkport import db
 from bulkport.config import Settings
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, fingerprint
+from bulkport.pipeline.export.bridge import CopyStream
 from bulkport.pipeline.export_spec import parse_spec
-from bulkport.pipeline.exporter import CopyStream
 from bulkport.sql.exporting import SESSION_OPTIONS
 from bulkport.storage import ExportStorage
 from tests import export_data

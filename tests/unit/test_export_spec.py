@@ -1,17 +1,14 @@
-"""Export requests: what is allowed, what is refused (with the allowed values), and framing."""
+"""Export requests: what is allowed, what is refused (with the allowed values)."""
 
 from __future__ import annotations
 
-import gzip
 from datetime import UTC, datetime
 
-import orjson
 import pytest
 
 from bulkport.api.export_stream import accepts_gzip
 from bulkport.errors import BadRequest
 from bulkport.pipeline.export_spec import FILTERS, parse_spec
-from bulkport.pipeline.exporter import Encoder
 from bulkport.pipeline.formats import Format
 from bulkport.resources import RESOURCES
 from bulkport.sql.exporting import export_statement
@@ -98,17 +95,3 @@ def test_the_statement_quotes_every_value() -> None:
 ])
 def test_accept_encoding(header: str | None, gz: bool) -> None:
     assert accepts_gzip(header) is gz
-
-
-def test_json_framing_over_chunks() -> None:
-    enc = Encoder(Format.JSON)
-    out = enc.feed(b'{"a":1}\n{"a":2}\n') + enc.feed(b'{"a":3}\n') + enc.end()
-    assert orjson.loads(out) == [{"a": 1}, {"a": 2}, {"a": 3}]
-    empty = Encoder(Format.JSON)
-    assert orjson.loads(empty.end()) == []
-
-
-def test_gzip_encoder() -> None:
-    enc = Encoder(Format.CSV, gzip=True)
-    out = enc.feed(b"id\n1\n") + enc.feed(b"2\n") + enc.end()
-    assert gzip.decompress(out) == b"id\n1\n2\n"

@@ -12,7 +12,6 @@ from bulkport.api import exports, health, imports, metrics, preview
 from bulkport.api.bodylimit import BodyLimitMiddleware
 from bulkport.api.errors import RequestIdMiddleware, install_error_handlers
 from bulkport.api.observe import ObserveMiddleware
-from bulkport.api.pools import open_pool
 from bulkport.api.ratelimit import RateLimitMiddleware
 from bulkport.api.record_schemas import document_records
 from bulkport.api.responses import JSONResponse
@@ -36,7 +35,7 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db_url = url or db.database_url(settings)
         db.migrate(db_url)
-        pool = open_pool(db_url, settings)
+        pool = db.open_pool(db_url, settings)
         app.state.bulkport = AppState(settings=settings, url=db_url, pool=pool,
                                       uploads=LocalStorage(settings.upload_dir))
         try:

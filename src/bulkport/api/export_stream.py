@@ -1,6 +1,6 @@
 """The HTTP response of a streaming export, and what it needs around it.
 
-:class:`CopyStreamResponse` sends a :class:`~bulkport.pipeline.exporter.CopyStream`
+:class:`CopyStreamResponse` sends a :class:`~bulkport.pipeline.export.bridge.CopyStream`
 chunk by chunk (chunked transfer encoding) and watches for the client going
 away: then, or when a client stops reading for ``SEND_STALL_SECONDS``, the
 stream is closed, which cancels the query and returns its connection to the
@@ -22,8 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from bulkport import metrics
-from bulkport.pipeline.exporter import CopyStream
-from bulkport.sql.exporting import SESSION_OPTIONS
+from bulkport.pipeline.export.bridge import CopyStream
 from bulkport.storage import ExportStorage
 
 log = logging.getLogger(__name__)
@@ -34,8 +33,6 @@ SEND_STALL_SECONDS = 120.0
 STREAM_WAIT_SECONDS = 5.0
 #: Longest a split export waits for a helper connection before reading with fewer (seconds).
 LANE_WAIT_SECONDS = 1.0
-#: How streaming-export connections show in ``pg_stat_activity``.
-APPLICATION_NAME = "bulkport-export-stream"
 
 
 @dataclass
@@ -50,15 +47,6 @@ class ExportState:
     storage: ExportStorage
     #: Lifetime of a presigned download URL (seconds), capped by the export's expiry.
     url_ttl_seconds: int
-
-
-def open_stream_pool(url: str, max_size: int, name: str = "exports") -> ConnectionPool[Any]:
-    """A pool of streaming exports: each stream holds one connection while it runs."""
-    return ConnectionPool(
-        url, min_size=0, max_size=max_size, open=False, name=name,
-        kwargs={"options": SESSION_OPTIONS, "autocommit": True,
-                "application_name": APPLICATION_NAME},
-    )
 
 
 def helper_connections(state: ExportState

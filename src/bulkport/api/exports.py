@@ -1,7 +1,7 @@
 """``/v1/exports``: stream an export, or run it as a job and download its file.
 
 ``GET /v1/exports?resource=…`` streams; ``GET /v1/exports`` without ``resource``
-lists export jobs. The pipelines do the work (:mod:`bulkport.pipeline.exporter`,
+lists export jobs. The pipelines do the work (:mod:`bulkport.pipeline.export`,
 :mod:`bulkport.pipeline.export_job`); handlers parse, call and shape.
 """
 
@@ -27,7 +27,6 @@ from bulkport.api.export_stream import (
     ExportState,
     accepts_gzip,
     helper_connections,
-    open_stream_pool,
 )
 from bulkport.api.jsonbody import read_json
 from bulkport.api.params import IdempotencyKey, JobId
@@ -36,12 +35,13 @@ from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import ErrorResponse, encode_cursor
 from bulkport.api.security import scoped_idempotency_key
 from bulkport.api.state import AppState, get_state
+from bulkport.db import open_stream_pool
 from bulkport.errors import Conflict, ExportExpired, TooManyExports
 from bulkport.jobs import service
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import fingerprint
+from bulkport.pipeline.export.bridge import CopyStream
 from bulkport.pipeline.export_spec import MEDIA_TYPES, parse_spec
-from bulkport.pipeline.exporter import CopyStream
 from bulkport.records import ExportJob as ExportRecord
 from bulkport.storage import export_storage
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import multiprocessing
 import os
 import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -231,54 +229,3 @@ def _stop_when_orphaned(worker: Worker) -> None:
         if os.getppid() != parent:
             log.warning("parent process %d is gone; worker stopping", parent)
             worker.stopping.set()
-
-
-class WorkerPool:
-    """``count`` workers, restarted if a process dies; stopped with SIGTERM (graceful).
-
-    Workers run as threads of at most one process per CPU core: a process per
-    core gives every core its own interpreter (parsing is CPU-bound Python),
-    while more processes than cores would only add memory (each holds its own
-    copy of the interpreter and libraries, about 45 MB).
-    """
-
-    def __init__(self, url: str, count: int, processes: int | None = None) -> None:
-        self.url = url
-        self.count = count
-        nproc = max(1, min(count, processes or os.cpu_count() or 1)) if count else 0
-        self.threads = [count // nproc + (1 if i < count % nproc else 0) for i in range(nproc)]
-        self.ctx = multiprocessing.get_context("spawn")
-        self.procs: list[Any] = []
-        self._stop = threading.Event()
-        self._supervisor = threading.Thread(target=self._supervise, name="pool", daemon=True)
-
-    def start(self) -> None:
-        self.procs = [self._spawn(n) for n in self.threads]
-        self._supervisor.start()
-
-    def _spawn(self, threads: int) -> Any:
-        proc = self.ctx.Process(target=worker_process_main, args=(self.url, threads),
-                                daemon=False, name="bulkport-worker")
-        proc.start()
-        return proc
-
-    def _supervise(self) -> None:
-        while not self._stop.wait(1.0):
-            for i, proc in enumerate(self.procs):
-                if not proc.is_alive() and not self._stop.is_set():
-                    log.warning("worker process %s exited (%s); restarting", proc.pid,
-                                proc.exitcode)
-                    metrics.process_dead(proc.pid)
-                    self.procs[i] = self._spawn(self.threads[i])
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        for proc in self.procs:
-            if proc.is_alive():
-                proc.terminate()  # SIGTERM: finish the batch in flight, hand the job back
-        deadline = time.monotonic() + timeout
-        for proc in self.procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-            metrics.process_dead(proc.pid)

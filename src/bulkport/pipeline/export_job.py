@@ -26,8 +26,8 @@ import psycopg
 from bulkport import metrics
 from bulkport.config import Settings
 from bulkport.errors import BadRequest, no_room
+from bulkport.pipeline.export.filesink import Stopped, write_export
 from bulkport.pipeline.export_spec import parse_spec
-from bulkport.pipeline.exporter import Stopped, write_export
 from bulkport.pipeline.progress import JobControl, Outcome
 from bulkport.records import ExportJob
 from bulkport.status import JobStatus

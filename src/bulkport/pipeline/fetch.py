@@ -34,13 +34,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
-
-import httpx
 
 from bulkport.config import Settings
 from bulkport.errors import BadRequest, FetchFailed, PayloadTooLarge
 from bulkport.storage import LocalStorage, StoredFile
+
+if TYPE_CHECKING:
+    import httpx
 
 #: Redirects followed before giving up.
 MAX_REDIRECTS = 5
@@ -161,6 +163,8 @@ def _parse(url: str) -> tuple[str, int]:
 
 def _parse_as_download(url: str) -> None:
     """Refuse what the download would not parse although urllib does ("[::1]x")."""
+    import httpx  # here, not at the top: the API process loads it on its first file_url
+
     try:
         httpx.URL(url)
     except httpx.InvalidURL as exc:
@@ -201,6 +205,8 @@ def fetch(url: str, storage: LocalStorage, settings: Settings,
     arrives; when it says no, the connection is closed, nothing is kept and
     :class:`DownloadStopped` is raised.
     """
+    import httpx
+
     deadline = time.monotonic() + settings.fetch_max_seconds
     timeout = httpx.Timeout(settings.fetch_timeout_seconds)
     try:
@@ -266,6 +272,8 @@ class _BadRedirect(Exception):
 
 def _redirect(url: str, location: str) -> str:
     """The URL a redirect points at; only http(s) URLs that parse are followed."""
+    import httpx
+
     try:
         target = urljoin(url, location)
         parts = urlsplit(target)
@@ -308,6 +316,8 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
 
 
 def _basic_auth(url: str) -> httpx.BasicAuth | None:
+    import httpx
+
     parsed = httpx.URL(url)
     if not parsed.userinfo:
         return None
@@ -322,6 +332,8 @@ def _get(client: httpx.Client, target: Target,
     The credentials go in ``auth``, not in the URL, so that httpx's own log line
     of the request does not show them.
     """
+    import httpx
+
     url = httpx.URL(target.url).copy_with(username=None, password=None)
     extensions = {"sni_hostname": target.host} if url.scheme == "https" else {}
     request = client.build_request("GET", url.copy_with(host=target.address),

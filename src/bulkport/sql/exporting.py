@@ -21,11 +21,11 @@ Rendering (identical in every format, so that an export imports back as is):
 NDJSON lines travel in ``FORMAT binary``: one ``json`` column per row, whose
 binary form is its text, so PostgreSQL neither escapes nor scans it; the
 reader strips the 6-byte row prefix and adds the newline
-(:mod:`bulkport.pipeline.exporter`). That is ~8% less work for PostgreSQL
+(:mod:`bulkport.pipeline.export.reader`). That is ~8% less work for PostgreSQL
 than text or CSV output of the same rows.
 Rows are read in primary-key order through the ``id`` index: no OFFSET, no
 pagination round trips. A large export may be split into id ranges read by
-several connections at once (:mod:`bulkport.pipeline.exporter`): the range
+several connections at once (:mod:`bulkport.pipeline.export.lanes`): the range
 boundaries come from a block sample of the table (:func:`split_points`), and
 every connection reads in one shared snapshot (:data:`BEGIN_SNAPSHOT`,
 ``pg_export_snapshot()``), so the result is the same as one statement's.
