@@ -71,12 +71,20 @@ def copy_chunks(conn: psycopg.Connection[Any], statement: sql.Composed, *, binar
         if on_start is not None:
             on_start()
         pgconn = conn.pgconn
-        rows = _read_rows(pgconn, binary, chunk_bytes, emit)
+        rows, rest = _read_rows(pgconn, binary, chunk_bytes, emit)
+        # libpq has left the COPY: its results are read before the last chunk is
+        # handed on. A consumer that stops there (raising from emit) would otherwise
+        # leave psycopg draining a COPY that is over ("no COPY in progress"), and
+        # the pool would discard the connection.
         _check_results(pgconn)
+        if rest:
+            emit(rest)
     return rows
 
 
-def _read_rows(pgconn: pq.abc.PGconn, binary: bool, limit: int, emit: Emit) -> int:
+def _read_rows(pgconn: pq.abc.PGconn, binary: bool, limit: int, emit: Emit
+               ) -> tuple[int, bytes]:
+    """Read every row, emitting full chunks; return the rows read and the last part chunk."""
     # The hot path, once per row. libpq's non-blocking read costs ~0.2 µs per
     # row (psycopg's copy iterator ~0.6 µs, its async one ~1.8 µs); when no
     # whole row is buffered, the wait happens in poll(), which releases the GIL
@@ -127,9 +135,7 @@ def _read_rows(pgconn: pq.abc.PGconn, binary: bool, limit: int, emit: Emit) -> i
     if nbytes != -1:
         raise psycopg.OperationalError(
             (pgconn.error_message or b"COPY failed").decode("utf-8", "replace").strip())
-    if buf:
-        emit(bytes(buf))
-    return rows
+    return rows, bytes(buf)
 
 
 def _check_results(pgconn: pq.abc.PGconn) -> None:
