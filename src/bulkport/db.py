@@ -33,6 +33,7 @@ import psycopg
 from psycopg import pq
 
 from bulkport.config import Settings
+from bulkport.sql import QUERIES
 from bulkport.sql.exporting import SESSION_OPTIONS
 
 if TYPE_CHECKING:
@@ -125,23 +126,20 @@ def migrate(url: str) -> list[str]:
     """Apply pending migrations; safe when several instances start together."""
     applied: list[str] = []
     with connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute(QUERIES["lock_migrations"], {"key": MIGRATION_LOCK_KEY})
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            conn.execute(QUERIES["create_schema_migrations"])
+            done = {r[0] for r in conn.execute(QUERIES["applied_migrations"])}
             for name, sql_text in _migration_files():
                 if name in done:
                     continue
                 with conn.transaction():
                     conn.execute(sql_text.encode())
-                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (name,))
+                    conn.execute(QUERIES["record_migration"], {"version": name})
                 applied.append(name)
                 log.info("applied migration %s", name)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.execute(QUERIES["unlock_migrations"], {"key": MIGRATION_LOCK_KEY})
     return applied
 
 

@@ -221,3 +221,23 @@ SELECT kind AS type, resource, status::text AS status, count(*) AS jobs,
        count(*) FILTER (WHERE lease_expires_at < now()) AS expired_leases
 FROM jobs WHERE status IN ('pending', 'processing')
 GROUP BY kind, resource, status;
+
+-- name: lock_migrations
+-- Serialises migrations of instances starting together (db.migrate).
+SELECT pg_advisory_lock(%(key)s);
+
+-- name: unlock_migrations
+SELECT pg_advisory_unlock(%(key)s);
+
+-- name: create_schema_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+
+-- name: applied_migrations
+SELECT version FROM schema_migrations;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version) VALUES (%(version)s);
+
+-- name: commit
+COMMIT;

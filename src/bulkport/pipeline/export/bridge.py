@@ -40,6 +40,7 @@ from bulkport.pipeline.export.reader import (
     record_count,
 )
 from bulkport.pipeline.export_spec import ExportSpec
+from bulkport.sql import QUERIES
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class CopyStream:
                         name=f"export-{self.spec.resource.name}")
                 for conn, _ in lanes:
                     if conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                        conn.execute("COMMIT")
+                        conn.execute(QUERIES["commit"])
             self.rows = record_count(self.rows, self.spec.format)
             tail = self.encoder.end()
             if tail:
