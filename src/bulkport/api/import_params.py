@@ -22,7 +22,7 @@ from bulkport.pipeline.formats import (
     sniff,
 )
 from bulkport.pipeline.headers import check_head, parse_column_map
-from bulkport.pipeline.validate import parse_mode
+from bulkport.pipeline.types import parse_mode
 from bulkport.resources import RESOURCES, get_resource
 
 WAIT_FOR_PARENTS = ("Start only once the earlier-submitted imports of the resources this one "

@@ -32,10 +32,11 @@ from bulkport.errors import Terminal, UnreadableFile
 from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE, Job
 from bulkport.pipeline import formats
-from bulkport.pipeline.load import Loader
+from bulkport.pipeline.load import Loader, load_rounds
 from bulkport.pipeline.reading import open_reading
-from bulkport.pipeline.types import PreparedBatch, RawRecord, Rejected
-from bulkport.pipeline.validate import BatchPreparer, Mode
+from bulkport.pipeline.stage import Stager, insert_defaults, prepare
+from bulkport.pipeline.types import Mode, PreparedBatch, RawRecord, Rejected
+from bulkport.pipeline.validate import RecordValidator
 from bulkport.resources import get_resource
 from bulkport.storage import LocalStorage
 
@@ -121,14 +122,14 @@ def _run(run: ImportRun, book: psycopg.Connection[Any]) -> JobStatus | None:
             job = {**job, "checkpoint": 0, "processed_records": 0, "error_counts": {}}
         run.error_counts.update(job["error_counts"] or {})
         with run.connect() as data:
-            loader = Loader(data, resource, job["mode"])
-            preparer = BatchPreparer(resource, Mode(job["mode"]), columns,
-                                     loader.insert_defaults(), fields=fields,
-                                     column_map=column_map,
-                                     delimiter=source.delimiter or ",")
-            batches = _prefetch(_prepare(records, preparer, raw, job["checkpoint"],
+            mode = Mode(job["mode"])
+            loader = Loader(data, resource, mode)
+            validator = RecordValidator(resource, columns, fields=fields, column_map=column_map,
+                                        delimiter=source.delimiter or ",")
+            stager = Stager(resource, mode, insert_defaults(data, resource))
+            batches = _prefetch(_prepare(records, validator, stager, raw, job["checkpoint"],
                                          settings.batch_size))
-            status = _load_batches(run, batches, preparer, loader, data, book)
+            status = _load_batches(run, batches, stager, loader, data, book)
     if status is not None:
         STORE.finish(book, JobKind.IMPORT, job["id"], run.owner, status)
     return status
@@ -153,15 +154,14 @@ def _log_stopped(run: ImportRun, when: str) -> None:
     log.info("import %s stopped %s: %s", run.job["id"], when, why)
 
 
-def _prepare(records: Iterator[RawRecord], preparer: BatchPreparer, raw: IO[bytes],
-             checkpoint: int, batch_size: int) -> Iterator[PreparedBatch]:
+def _prepare(records: Iterator[RawRecord], validator: RecordValidator, stager: Stager,
+             raw: IO[bytes], checkpoint: int, batch_size: int) -> Iterator[PreparedBatch]:
+    """Read → validate → stage, batch by batch (in the producer thread)."""
     # Resume: skip the records that earlier runs committed.
     records = dropwhile(lambda r: r.row <= checkpoint, records)
     while chunk := _take(records, batch_size, raw):
-        batch = preparer.prepare(chunk)
-        batch.checkpoint = chunk[-1].row
-        batch.bytes_processed = raw.tell()
-        yield batch
+        yield prepare(validator, stager, chunk, checkpoint=chunk[-1].row,
+                      bytes_processed=raw.tell())
 
 
 def _take(records: Iterator[RawRecord], batch_size: int, raw: IO[bytes]) -> list[RawRecord]:
@@ -213,7 +213,7 @@ def _prefetch(batches: Iterator[PreparedBatch]) -> Iterator[PreparedBatch]:
         thread.join(timeout=5)
 
 
-def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: BatchPreparer,
+def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: Stager,
                   loader: Loader, data: psycopg.Connection[Any], book: psycopg.Connection[Any],
                   ) -> JobStatus | None:
     """Commit batches; return the status to finish with, or None when handed back."""
@@ -248,26 +248,6 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: Ba
     if totals["rejected"]:
         return JobStatus.COMPLETED_WITH_ERRORS
     return JobStatus.COMPLETED
-
-
-def load_rounds(loader: Loader, preparer: BatchPreparer, batch: PreparedBatch,
-                staged: list[PreparedBatch] | None = None) -> list[Rejected]:
-    """Load a batch, then its deferred repeats round by round; return the DB's rejections.
-
-    ``staged``, when given, receives each round's batch (the preview shows their rows).
-    """
-    rejected: list[Rejected] = []
-    current = batch
-    while True:
-        if staged is not None:
-            staged.append(current)
-        found = loader.load(current)
-        parsed = current.originals_for(found.keys())
-        rejected += [Rejected(row, preparer.original(parsed[row]), errs)
-                     for row, errs in found.items()]
-        if not current.deferred:
-            return rejected
-        current = preparer.next_round(current.deferred)
 
 
 def _commit(run: ImportRun, conn: psycopg.Connection[Any], batch: PreparedBatch,
