@@ -7,7 +7,7 @@ and counters commit in one transaction, guarded by the lease owner. A job taken
 over by another worker re-reads the file and skips the records up to the last
 committed checkpoint.
 
-Parsing and validation run in a producer thread while the consumer waits on
+Reading, validation and staging run in a producer thread while the consumer waits on
 PostgreSQL (psycopg releases the GIL during network I/O), so Python and the
 database work at the same time.
 """
@@ -213,7 +213,7 @@ def _prefetch(batches: Iterator[PreparedBatch]) -> Iterator[PreparedBatch]:
         thread.join(timeout=5)
 
 
-def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: Stager,
+def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], stager: Stager,
                   loader: Loader, data: psycopg.Connection[Any], book: psycopg.Connection[Any],
                   ) -> JobStatus | None:
     """Commit batches; return the status to finish with, or None when handed back."""
@@ -229,7 +229,7 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: St
         for batch in batches:
             meter.start()
             with data.transaction():
-                rejected = batch.rejected + load_rounds(loader, preparer, batch)
+                rejected = batch.rejected + load_rounds(loader, stager, batch)
                 with sink.transaction() if dry_run else contextlib.nullcontext():
                     status = _commit(run, sink, batch, rejected)
             totals["successful"] += batch.size - len(rejected)
