@@ -53,15 +53,27 @@ class SeenFilter:
     def __init__(self) -> None:
         self._bits = bytearray(self.BITS >> 3)
 
-    def check_and_add(self, value: Key) -> bool:
-        """Whether ``value`` may have been added before; add it."""
-        h = hash(value)
-        a, b = h & self._MASK, (h >> 25) & self._MASK
-        bits = self._bits
-        seen = (bits[a >> 3] >> (a & 7)) & 1 and (bits[b >> 3] >> (b & 7)) & 1
-        bits[a >> 3] |= 1 << (a & 7)
-        bits[b >> 3] |= 1 << (b & 7)
-        return bool(seen)
+    def check_and_add(self, value: Key | None, other: Key | None = None) -> bool:
+        """Whether ``value`` or ``other`` may have been added before; add both.
+
+        ``None`` is skipped. Two values per call: a record's id and key are checked
+        in one call, the hot path of staging (the body is unrolled for the same reason).
+        """
+        mask, bits, seen = self._MASK, self._bits, False
+        if value is not None:
+            h = hash(value)
+            a, b = h & mask, (h >> 25) & mask
+            seen = bool((bits[a >> 3] >> (a & 7)) & 1 and (bits[b >> 3] >> (b & 7)) & 1)
+            bits[a >> 3] |= 1 << (a & 7)
+            bits[b >> 3] |= 1 << (b & 7)
+        if other is not None:
+            h = hash(other)
+            a, b = h & mask, (h >> 25) & mask
+            if (bits[a >> 3] >> (a & 7)) & 1 and (bits[b >> 3] >> (b & 7)) & 1:
+                seen = True
+            bits[a >> 3] |= 1 << (a & 7)
+            bits[b >> 3] |= 1 << (b & 7)
+        return seen
 
 
 def prepare(validator: RecordValidator, stager: Stager, records: Iterable[RawRecord],
@@ -133,6 +145,10 @@ class Stager:
         #: rows go straight into the table (upserts keep NULL: "leave the stored value").
         self.defaults = list(defaults) if mode is Mode.INSERT else []
         self.key_of = key_function(resource)
+        #: A one-field key's position: computed inline below, the hot path (a call per
+        #: record costs about as much as the rest of staging it).
+        self.key_index = (resource.column_names.index(resource.natural_key[0])
+                          if len(resource.natural_key) == 1 else None)
         self.new_id: Callable[[], str] = lambda: str(uuid.uuid4())
         self.seen = SeenFilter() if mode is Mode.INSERT else None
 
@@ -152,6 +168,8 @@ class Stager:
         seen_ids: set[str] = set()
         seen_keys: set[Key] = set()
         key_of = self.key_of
+        key_index = self.key_index
+        key_ci = self.resource.natural_key_ci
         new_id = self.new_id
         defaults = self.defaults
         # Upsert: once a record waits for the next round, the records after it wait too.
@@ -166,7 +184,14 @@ class Stager:
                 continue
             values = rec.values
             rid = values[0]
-            key = key_of(values) if key_of is not None else None
+            key: Key | None
+            if key_index is not None:
+                text: str = values[key_index]  # type: ignore[assignment]  # required: set
+                if "\\" in text:
+                    text = copy_unescape(text)
+                key = text.lower() if key_ci else text
+            else:
+                key = key_of(values) if key_of is not None else None
             if (rid is not None and rid in seen_ids) or (key is not None and key in seen_keys):
                 deferred.append(rec)
                 waiting = chain_all
@@ -182,13 +207,9 @@ class Stager:
             if rid is None:
                 rid = values[0] = new_id()
                 rec.id_given = False
-            if seen is not None:
-                # Both calls run: each adds its value.
-                repeat = seen.check_and_add(rid) if rec.id_given else False
-                if key is not None and seen.check_and_add(key):
-                    repeat = True
-                if repeat:
-                    candidates.append(len(staged))
+            # A generated id is new: only a given one may repeat an earlier batch's.
+            if seen is not None and seen.check_and_add(rid if rec.id_given else None, key):
+                candidates.append(len(staged))
             staged.append(rec)
             keys.append(key)
             seen_ids.add(rid)
