@@ -19,7 +19,9 @@ import pytest
 
 from bulkport.config import Settings
 from bulkport.pipeline import decompress, formats, sources
-from bulkport.pipeline.validate import BatchPreparer, Mode
+from bulkport.pipeline.stage import Stager, prepare
+from bulkport.pipeline.types import Mode
+from bulkport.pipeline.validate import RecordValidator
 from bulkport.resources import RESOURCES
 from tests.conftest import get_job, run_jobs, submit_import
 
@@ -50,7 +52,8 @@ def test_huge_value_is_one_malformed_record_in_bounded_memory(tmp_path: Path) ->
         try:
             _, records = sources.read_records(stream, formats.Format.JSON,
                                               max_line_bytes=MAX_LINE)
-            batch = BatchPreparer(RESOURCES["users"], Mode.INSERT).prepare(records)
+            batch = prepare(RecordValidator(RESOURCES["users"]),
+                            Stager(RESOURCES["users"], Mode.INSERT), records)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from bulkport.errors import UnreadableFile
 from bulkport.jobs.store import _json_text
 from bulkport.pipeline import decompress, formats, sources
-from bulkport.pipeline.types import RawRecord
-from bulkport.pipeline.validate import BatchPreparer, Mode
+from bulkport.pipeline.stage import Stager, prepare
+from bulkport.pipeline.types import Mode, RawRecord
+from bulkport.pipeline.validate import RecordValidator
 from bulkport.resources import RESOURCES
 
 MAX_LINE = 1024
@@ -117,7 +118,8 @@ def test_deep_nesting() -> None:
         (deep + b"\n", formats.Format.NDJSON),
     ]:
         records = _consume(data, fmt)
-        batch = BatchPreparer(RESOURCES["users"], Mode.INSERT).prepare(records)
+        batch = prepare(RecordValidator(RESOURCES["users"]),
+                        Stager(RESOURCES["users"], Mode.INSERT), records)
         assert not batch.rows and len(batch.rejected) == 1
         for rej in batch.rejected:
             _json_text(rej.original)
@@ -143,7 +145,8 @@ def raw_records(draw: st.DrawFn, resource: str) -> dict[str, Any]:
 def test_validators_never_raise(data: st.DataObject, resource: str, mode: Mode) -> None:
     records = data.draw(st.lists(raw_records(resource), max_size=8))
     raws = [RawRecord(i + 1, r, r) for i, r in enumerate(records)]
-    batch = BatchPreparer(RESOURCES[resource], mode).prepare(raws)
+    batch = prepare(RecordValidator(RESOURCES[resource]), Stager(RESOURCES[resource], mode),
+                    raws)
     assert batch.size == len(raws)
     for row in batch.rows:
         for value in row:

@@ -29,7 +29,9 @@ from bulkport.gen import (
 )
 from bulkport.pipeline.formats import Format
 from bulkport.pipeline.sources import read_records
-from bulkport.pipeline.validate import BatchPreparer, Mode
+from bulkport.pipeline.stage import Stager, prepare
+from bulkport.pipeline.types import Mode
+from bulkport.pipeline.validate import RecordValidator
 from bulkport.resources import RESOURCES
 
 ALL_KINDS = [f"{r}.{k.name}=0.03" for r, kinds in FLAWS.items() for k in kinds[1:]]
@@ -63,7 +65,8 @@ def _replay(path: Path, resource: str) -> tuple[int, int, Counter[str], int]:
     fmt = Format.CSV if path.suffix == ".csv" else Format.NDJSON
     with path.open("rb") as f:
         columns, records = read_records(f, fmt, max_line_bytes=1 << 20)
-        batch = BatchPreparer(RESOURCES[resource], Mode.INSERT, columns).prepare(records)
+        batch = prepare(RecordValidator(RESOURCES[resource], columns),
+                        Stager(RESOURCES[resource], Mode.INSERT), records)
     codes = Counter(e.code for rej in batch.rejected for e in rej.errors)
     return batch.size, len(batch.rejected), codes, len(batch.deferred)
 

@@ -18,7 +18,7 @@ from bulkport.pipeline.csvreader import parse_delimiter
 from bulkport.pipeline.encodings import parse_encoding
 from bulkport.pipeline.formats import parse_import_format
 from bulkport.pipeline.headers import parse_column_map
-from bulkport.pipeline.validate import parse_mode
+from bulkport.pipeline.types import parse_mode
 from bulkport.resources import RESOURCES, get_resource
 
 WAIT_FOR_PARENTS = ("Start only once the earlier-submitted imports of the resources this one "

@@ -139,7 +139,7 @@ def _fields(resource: Resource, fields: str | Iterable[str] | None) -> tuple[str
 
 def _filters(resource: Resource, filters: Mapping[str, Any]
              ) -> tuple[dict[str, list[str]], tuple[Condition, ...]]:
-    defs = FILTERS[resource.name]
+    defs = FILTERS.get(resource.name) or filter_defs(resource)
     unknown = sorted(set(filters) - set(defs))
     if unknown:
         raise BadRequest(

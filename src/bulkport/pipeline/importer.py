@@ -9,7 +9,7 @@ and counters commit in one transaction, guarded by the lease owner. A job taken
 over by another worker re-reads the file and skips the records up to the last
 committed checkpoint.
 
-Parsing and validation run in a producer thread while the consumer waits on
+Reading, validation and staging run in a producer thread while the consumer waits on
 PostgreSQL (psycopg releases the GIL during network I/O), so Python and the
 database work at the same time.
 """
@@ -32,11 +32,12 @@ from bulkport import metrics
 from bulkport.config import Settings
 from bulkport.errors import Terminal, UnreadableFile
 from bulkport.pipeline import decompress
-from bulkport.pipeline.load import Loader
+from bulkport.pipeline.load import Loader, load_rounds
 from bulkport.pipeline.progress import BatchProgress, ImportProgress, Outcome, SourceFacts
 from bulkport.pipeline.reading import open_reading
-from bulkport.pipeline.types import PreparedBatch, RawRecord, Rejected
-from bulkport.pipeline.validate import BatchPreparer, Mode
+from bulkport.pipeline.stage import Stager, insert_defaults, prepare
+from bulkport.pipeline.types import Mode, PreparedBatch, RawRecord, Rejected
+from bulkport.pipeline.validate import RecordValidator
 from bulkport.records import ImportJob
 from bulkport.resources import get_resource
 from bulkport.status import JobStatus
@@ -122,14 +123,14 @@ def _run(run: ImportRun) -> JobStatus | None:
                                     error_counts={})
         run.error_counts.update(job.error_counts or {})
         with run.connect() as data:
-            loader = Loader(data, resource, job.mode)
-            preparer = BatchPreparer(resource, Mode(job.mode), columns,
-                                     loader.insert_defaults(), fields=fields,
-                                     column_map=column_map,
-                                     delimiter=source.delimiter or ",")
-            batches = _prefetch(_prepare(records, preparer, raw, job.checkpoint,
+            mode = Mode(job.mode)
+            loader = Loader(data, resource, mode)
+            validator = RecordValidator(resource, columns, fields=fields, column_map=column_map,
+                                        delimiter=source.delimiter or ",")
+            stager = Stager(resource, mode, insert_defaults(data, resource))
+            batches = _prefetch(_prepare(records, validator, stager, raw, job.checkpoint,
                                          settings.batch_size))
-            return _load_batches(run, batches, preparer, loader, data)
+            return _load_batches(run, batches, stager, loader, data)
 
 
 def _log_stopped(run: ImportRun, when: str) -> None:
@@ -137,15 +138,14 @@ def _log_stopped(run: ImportRun, when: str) -> None:
     log.info("import %s stopped %s: %s", run.job.id, when, why)
 
 
-def _prepare(records: Iterator[RawRecord], preparer: BatchPreparer, raw: IO[bytes],
-             checkpoint: int, batch_size: int) -> Iterator[PreparedBatch]:
+def _prepare(records: Iterator[RawRecord], validator: RecordValidator, stager: Stager,
+             raw: IO[bytes], checkpoint: int, batch_size: int) -> Iterator[PreparedBatch]:
+    """Read → validate → stage, batch by batch (in the producer thread)."""
     # Resume: skip the records that earlier runs committed.
     records = dropwhile(lambda r: r.row <= checkpoint, records)
     while chunk := _take(records, batch_size, raw):
-        batch = preparer.prepare(chunk)
-        batch.checkpoint = chunk[-1].row
-        batch.bytes_processed = raw.tell()
-        yield batch
+        yield prepare(validator, stager, chunk, checkpoint=chunk[-1].row,
+                      bytes_processed=raw.tell())
 
 
 def _take(records: Iterator[RawRecord], batch_size: int, raw: IO[bytes]) -> list[RawRecord]:
@@ -197,7 +197,7 @@ def _prefetch(batches: Iterator[PreparedBatch]) -> Iterator[PreparedBatch]:
         thread.join(timeout=5)
 
 
-def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: BatchPreparer,
+def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], stager: Stager,
                   loader: Loader, data: psycopg.Connection[Any]) -> JobStatus | None:
     """Commit batches; return the status to finish with, or None when stopped unfinished."""
     job = run.job
@@ -213,7 +213,7 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: Ba
         for batch in batches:
             meter.start()
             with data.transaction():
-                rejected = batch.rejected + load_rounds(loader, preparer, batch)
+                rejected = batch.rejected + load_rounds(loader, stager, batch)
                 status = _commit(run, sink, batch, rejected)
             totals["successful"] += batch.size - len(rejected)
             totals["rejected"] += len(rejected)
@@ -229,26 +229,6 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], preparer: Ba
     if totals["rejected"]:
         return JobStatus.COMPLETED_WITH_ERRORS
     return JobStatus.COMPLETED
-
-
-def load_rounds(loader: Loader, preparer: BatchPreparer, batch: PreparedBatch,
-                staged: list[PreparedBatch] | None = None) -> list[Rejected]:
-    """Load a batch, then its deferred repeats round by round; return the DB's rejections.
-
-    ``staged``, when given, receives each round's batch (the preview shows their rows).
-    """
-    rejected: list[Rejected] = []
-    current = batch
-    while True:
-        if staged is not None:
-            staged.append(current)
-        found = loader.load(current)
-        parsed = current.originals_for(found.keys())
-        rejected += [Rejected(row, preparer.original(parsed[row]), errs)
-                     for row, errs in found.items()]
-        if not current.deferred:
-            return rejected
-        current = preparer.next_round(current.deferred)
 
 
 def _commit(run: ImportRun, conn: psycopg.Connection[Any] | None, batch: PreparedBatch,

@@ -3,7 +3,7 @@
 :func:`preview` reads only the beginning of a file (at most ``limit`` records,
 :data:`PREVIEW_INPUT_BYTES` of input and :data:`PREVIEW_SECONDS` of reading)
 with the importer's own code: :func:`bulkport.pipeline.reading.open_reading`,
-then the import's prepare stage and loader on those records, in a transaction
+then the import's validate, stage and load stages on those records, in a transaction
 that is rolled back, so duplicates and references are checked as a
 ``dry_run`` checks them and nothing is written. Usable without the web server.
 """
@@ -18,11 +18,11 @@ import psycopg
 
 from bulkport.errors import UnreadableFile
 from bulkport.pipeline import headers
-from bulkport.pipeline.importer import load_rounds
-from bulkport.pipeline.load import Loader
+from bulkport.pipeline.load import Loader, load_rounds
 from bulkport.pipeline.reading import open_reading
-from bulkport.pipeline.types import PreparedBatch, RawRecord, Rejected
-from bulkport.pipeline.validate import BatchPreparer, Mode
+from bulkport.pipeline.stage import Stager, insert_defaults, prepare
+from bulkport.pipeline.types import Mode, RawRecord, Rejected, StagedRound
+from bulkport.pipeline.validate import RecordValidator
 from bulkport.resources.base import NULL, Kind, Resource
 from bulkport.resources.compile import copy_unescape
 
@@ -63,12 +63,12 @@ def preview(raw: IO[bytes], stream: IO[bytes], resource: Resource, conn: psycopg
     mapped = column_map or {}
     with conn.transaction(force_rollback=True):
         loader = Loader(conn, resource, Mode(mode).value)
-        preparer = BatchPreparer(resource, Mode(mode), source.columns, loader.insert_defaults(),
-                                 fields=reading.fields, column_map=column_map,
-                                 delimiter=source.delimiter or ",")
-        batch = preparer.prepare(records)
-        rounds: list[PreparedBatch] = []
-        rejected = batch.rejected + load_rounds(loader, preparer, batch, rounds)
+        validator = RecordValidator(resource, source.columns, fields=reading.fields,
+                                    column_map=column_map, delimiter=source.delimiter or ",")
+        stager = Stager(resource, Mode(mode), insert_defaults(conn, resource))
+        batch = prepare(validator, stager, records)
+        rounds: list[StagedRound] = []
+        rejected = batch.rejected + load_rounds(loader, stager, batch, rounds)
     return {
         "resource": resource.name, "mode": Mode(mode).value, "format": reading.format.value,
         "delimiter": source.delimiter, "encoding": reading.encoding,
@@ -83,7 +83,7 @@ def preview(raw: IO[bytes], stream: IO[bytes], resource: Resource, conn: psycopg
         "suggested_column_map": headers.suggest_map(columns, fields, resource, missing),
         "fields": [{"name": f.name, "required": f.required, "kind": f.kind.value}
                    for f in resource.fields],
-        "records": _records(resource, preparer, rounds, rejected),
+        "records": _records(resource, rounds, rejected),
         "records_read": len(records), "limit": min(limit, MAX_LIMIT),
         "end_of_file": complete,
     }
@@ -113,25 +113,25 @@ def _first(records: Iterator[RawRecord], raw: IO[bytes], limit: int, truncated: 
     return out[:limit] if len(out) > limit else out[:-1] if truncated else out, False
 
 
-def _records(resource: Resource, preparer: BatchPreparer, rounds: list[PreparedBatch],
-             rejected: list[Rejected]) -> list[dict[str, Any]]:
+def _records(resource: Resource, rounds: list[StagedRound], rejected: list[Rejected]
+             ) -> list[dict[str, Any]]:
     """Each record in file order: as it would be stored, or its errors."""
     failed = {r.row: r for r in rejected}
     out: dict[int, dict[str, Any]] = {}
     for current in rounds:
-        for values, data in zip(current.rows, current.originals, strict=True):
-            row = int(values[-2])
+        for rec in current.records:
+            row = rec.row
             if row not in failed:
                 out[row] = {"row": row, "valid": True, "errors": [],
-                            "record": _stored(resource, values),
-                            "original": preparer.original(data)}
+                            "record": _stored(resource, rec.values),
+                            "original": rec.original}
     for row, rej in failed.items():
         out[row] = {"row": row, "valid": False, "record": None, "original": rej.original,
                     "errors": [e.entry() for e in rej.errors]}
     return [out[row] for row in sorted(out)]
 
 
-def _stored(resource: Resource, values: list[str]) -> dict[str, Any]:
+def _stored(resource: Resource, values: list[str | None]) -> dict[str, Any]:
     """A staged row (COPY text) as JSON values: NULL -> null, booleans as booleans."""
     record: dict[str, Any] = {}
     for f, value in zip(resource.fields, values, strict=False):

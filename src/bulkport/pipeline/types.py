@@ -1,10 +1,41 @@
-"""Data handed between the import stages."""
+"""Data handed between the import stages: read → validate → stage → load.
+
+* reading yields :class:`RawRecord`;
+* validation (:mod:`bulkport.pipeline.validate`) turns each into a
+  :class:`ValidRecord` or a :class:`Rejected`;
+* staging (:mod:`bulkport.pipeline.stage`) groups a batch's valid records into
+  a :class:`StagedRound` (completed rows, natural keys, COPY payload), holding
+  back in-file repeats for a later round;
+* loading (:mod:`bulkport.pipeline.load`) writes rounds and returns the
+  database's rejections by record number.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import enum
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from bulkport.errors import BadRequest
+
+#: A natural key as the database compares it: one value, or one per key field.
+Key = str | tuple[str, ...]
+
+
+class Mode(enum.StrEnum):
+    INSERT = "insert"
+    UPSERT = "upsert"
+
+
+def parse_mode(value: str | None) -> Mode:
+    try:
+        return Mode((value or "insert").lower())
+    except ValueError:
+        allowed = [m.value for m in Mode]
+        raise BadRequest(
+            f"unknown mode {value!r}; use one of: {', '.join(allowed)}", allowed=allowed
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,45 +77,103 @@ class Rejected:
     errors: list[RecordError]
 
 
-@dataclass(slots=True)
-class Deferred:
-    """A validated record held back until the record it repeats is settled."""
+@dataclass(frozen=True, slots=True)
+class RecordShape:
+    """How the records of one file are shaped: enough to give a record back as uploaded.
 
-    values: list[Any]
+    Shared by every :class:`ValidRecord` of a job, so a record carries its parsed
+    form only and the uploaded form is rebuilt for the few the database rejects.
+    """
+
+    #: The CSV header (records are lists or plain lines); ``None`` for JSON objects.
+    columns: tuple[str, ...] | None
+    #: A plain CSV line splits on this.
+    delimiter: str
+    #: Field name -> position in :attr:`ValidRecord.values`.
+    index: dict[str, int]
+
+    def original(self, data: Any) -> Any:
+        """The record as uploaded, as stored with its errors (CSV rows become dicts)."""
+        if self.columns is not None and isinstance(data, list | str):
+            values = data.split(self.delimiter) if isinstance(data, str) else data
+            return dict(zip(self.columns, values, strict=False))
+        return data
+
+
+@dataclass(slots=True)
+class ValidRecord:
+    """A record that passed every field rule, its values ready for the database."""
+
     row: int
+    #: COPY text of each field, in declaration order (``Resource.column_names``):
+    #: ``NULL`` for an empty value. The id is ``None`` until the stage generates one.
+    values: list[str | None]
+    #: The record as parsed (for the rejected-records download).
     data: Any
+    shape: RecordShape
+    #: Whether the file gave the id (the stage sets False when it generates one).
+    id_given: bool = True
+
+    def value(self, name: str) -> str | None:
+        """The COPY text of field ``name``."""
+        return self.values[self.shape.index[name]]
+
+    @property
+    def original(self) -> Any:
+        """The record as uploaded."""
+        return self.shape.original(self.data)
+
+
+@dataclass(slots=True)
+class StagedRound:
+    """Valid records of a batch, completed and ready to be written in one go."""
+
+    #: Clean records in file order: id set (generated when absent), insert defaults
+    #: applied; ``values`` are the target table's columns in COPY text.
+    records: list[ValidRecord] = field(default_factory=list)
+    #: Natural key of each record as the database compares it (None: no key).
+    keys: list[Key | None] = field(default_factory=list)
+    #: The records as one COPY text payload: for the target table in insert mode,
+    #: for the staging table (``row`` and ``id_given`` added) in upsert mode.
+    payload: str | None = None
+    #: Insert mode: indexes of records whose id or key may repeat one of an earlier batch.
+    candidates: list[int] = field(default_factory=list)
+    #: Valid records repeating an id or key of this round: the next round's.
+    deferred: list[ValidRecord] = field(default_factory=list)
+
+    @property
+    def rows(self) -> list[list[str | None]]:
+        """The records' values (target columns in COPY text)."""
+        return [r.values for r in self.records]
+
+    def by_row(self, wanted: Collection[int]) -> dict[int, ValidRecord]:
+        """The records with these record numbers."""
+        if not wanted:
+            return {}
+        return {r.row: r for r in self.records if r.row in wanted}
 
 
 @dataclass(slots=True)
 class PreparedBatch:
-    """A batch after parsing and field validation, ready for the database."""
+    """A batch after validation and staging, ready for the database."""
 
-    #: Clean rows in COPY text: ``[id, *other columns, row, id_given]`` (staging order).
-    rows: list[list[str]] = field(default_factory=list)
-    #: Natural key of each clean row as the database compares it (None: no key).
-    keys: list[str | None] = field(default_factory=list)
-    #: Record as parsed, for each clean row (for database rejections).
-    originals: list[Any] = field(default_factory=list)
+    #: Records that failed reading or validation.
     rejected: list[Rejected] = field(default_factory=list)
+    #: The first round of the batch's valid records.
+    staged: StagedRound = field(default_factory=StagedRound)
     #: Records consumed from the file once this batch commits.
     checkpoint: int = 0
     #: Input bytes consumed once this batch commits (progress and ETA).
     bytes_processed: int = 0
-    #: Insert mode: the clean rows as one COPY text payload for the target table.
-    payload: str | None = None
-    #: Insert mode: indexes of rows whose id or key may repeat one of an earlier batch.
-    candidates: list[int] = field(default_factory=list)
-    #: Clean records repeating an id or key staged earlier in the batch: next round.
-    deferred: list[Deferred] = field(default_factory=list)
-
-    def originals_for(self, wanted: Collection[int]) -> dict[int, Any]:
-        """The parsed records behind the clean rows with these record numbers."""
-        if not wanted:
-            return {}
-        return {int(values[-2]): data for values, data in zip(self.rows, self.originals,
-                                                              strict=True)
-                if int(values[-2]) in wanted}
+    #: Records of the batch in all (rejected, staged and deferred).
+    size: int = 0
 
     @property
-    def size(self) -> int:
-        return len(self.rows) + len(self.rejected) + len(self.deferred)
+    def rows(self) -> list[list[str | None]]:
+        """The first round's rows (target columns in COPY text)."""
+        return self.staged.rows
+
+    @property
+    def deferred(self) -> Sequence[ValidRecord]:
+        """Valid records held back for a later round."""
+        return self.staged.deferred

@@ -28,7 +28,7 @@ RESOURCE = Resource(
     name="articles",
     description="Blog articles.",
     order=1,
-    natural_key="slug",
+    natural_key=("slug",),
     fields=(
         Field("id", Kind.ID),
         Field("slug", Kind.TEXT, required=True, pattern=SLUG_PATTERN,

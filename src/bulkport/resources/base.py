@@ -104,12 +104,12 @@ class Resource:
 
     name: str
     fields: tuple[Field, ...]
-    #: Field identifying a record when the id is absent (e.g. ``email``).
-    natural_key: str | None = None
-    #: Whether the natural key compares case-insensitively (``lower()``).
+    #: Fields identifying a record when the id is absent (e.g. ``("email",)``, or
+    #: ``("user_id", "article_id")`` for a composite key): no two rows share them.
+    #: In-file repeats, the ``duplicate_*`` errors and the upsert's match derive from it.
+    natural_key: tuple[str, ...] = ()
+    #: Whether the natural key compares case-insensitively (``lower()`` of each field).
     natural_key_ci: bool = False
-    #: Whether a record may omit its id (one is then generated).
-    id_optional: bool = True
     #: Cross-field rules over the clean record (COPY text values, NULL for empty, None
     #: for a field that failed its own rule) and the raw record getter:
     #: ``check(clean, raw) -> problems``.
@@ -122,10 +122,18 @@ class Resource:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {f.name: f for f in self.fields})
         assert self.fields[0].name == "id", "the first field of a resource is its id"
+        assert isinstance(self.natural_key, tuple), "natural_key is a tuple of field names"
+        for name in self.natural_key:
+            assert self._by_name[name].required, f"natural key field {name} must be required"
 
     @property
     def table(self) -> str:
         return self.name
+
+    @property
+    def key_name(self) -> str:
+        """The natural key's name in errors: its fields joined by commas (``a,b``)."""
+        return ",".join(self.natural_key)
 
     @property
     def column_names(self) -> list[str]:

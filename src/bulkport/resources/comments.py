@@ -6,7 +6,6 @@ RESOURCE = Resource(
     name="comments",
     description="Comments on articles.",
     order=2,
-    id_optional=False,
     fields=(
         Field("id", Kind.ID, required=True),
         Field("body", Kind.TEXT, required=True, max_words=500,

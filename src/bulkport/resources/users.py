@@ -12,7 +12,7 @@ RESOURCE = Resource(
     name="users",
     description="People who write articles and comments.",
     order=0,
-    natural_key="email",
+    natural_key=("email",),
     natural_key_ci=True,
     fields=(
         Field("id", Kind.ID),

@@ -29,7 +29,6 @@ from bulkport.resources import RESOURCES, Resource
 
 @dataclass(frozen=True)
 class LoadSQL:
-    stage_table: sql.Identifier
     create_stage: sql.Composed
     truncate_stage: sql.Composed
     copy_stage: sql.Composed
@@ -51,9 +50,16 @@ def stage_columns(resource: Resource) -> list[tuple[str, str]]:
     return [*cols, ("row", "bigint"), ("id_given", "boolean")]
 
 
-def _key_expr(resource: Resource, alias: str) -> sql.Composable:
-    col = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(resource.natural_key or ""))
+def _key_part(resource: Resource, alias: str, name: str) -> sql.Composable:
+    col = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
     return sql.SQL("lower({})").format(col) if resource.natural_key_ci else col
+
+
+def _key_match(resource: Resource, left: str, right: str) -> sql.Composable:
+    """``left`` and ``right`` have the same natural key (each of its fields equal)."""
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(_key_part(resource, left, n), _key_part(resource, right, n))
+        for n in resource.natural_key)
 
 
 def _ref_flags(resource: Resource) -> list[tuple[str, sql.Composable]]:
@@ -101,8 +107,8 @@ def load_sql(resource_name: str, mode: str) -> LoadSQL:
 
     if mode == "insert":
         key_flag = (
-            sql.SQL("EXISTS (SELECT 1 FROM {} t WHERE {} = {})").format(
-                table, _key_expr(resource, "t"), _key_expr(resource, "st"))
+            sql.SQL("EXISTS (SELECT 1 FROM {} t WHERE {})").format(
+                table, _key_match(resource, "t", "st"))
             if nk else sql.SQL("false")
         )
         statement = sql.SQL("""
@@ -126,8 +132,7 @@ WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = s.id)
             ref_cols=_ref_cols(refs))
     else:
         key_join = (
-            sql.SQL("LEFT JOIN {} bykey ON {} = {}").format(
-                table, _key_expr(resource, "bykey"), _key_expr(resource, "st"))
+            sql.SQL("LEFT JOIN {} bykey ON {}").format(table, _key_match(resource, "bykey", "st"))
             if nk else sql.SQL("")
         )
         key_match = sql.SQL("bykey.id") if nk else sql.SQL("NULL::text")
@@ -186,7 +191,7 @@ WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.row = s.row)
     defaults = sql.SQL("SELECT {}").format(sql.SQL(", ").join(
         sql.SQL("({})::text").format(sql.SQL(f.insert_default))
         for f in resource.fields if f.insert_default))
-    return LoadSQL(stage, create, truncate, copy, statement, flags, probe, probe_flags,
+    return LoadSQL(create, truncate, copy, statement, flags, probe, probe_flags,
                    copy_target, defaults)
 
 
@@ -196,12 +201,16 @@ def _probe(resource: Resource) -> tuple[sql.Composed, tuple[str, ...]]:
     arrays = ["id"]
     flags = [("dup_id", sql.SQL("EXISTS (SELECT 1 FROM {} t WHERE t.id = s.id)").format(table))]
     if resource.natural_key:
-        arrays.append("key")
-        key_col = sql.Identifier(resource.natural_key)
-        stored = sql.SQL("lower(t.{})").format(key_col) if resource.natural_key_ci else \
-            sql.SQL("t.{}").format(key_col)
-        flags.append(("dup_key", sql.SQL("EXISTS (SELECT 1 FROM {} t WHERE {} = s.key)").format(
-            table, stored)))
+        # One array per key field, as the stage computed the key (lower-cased when the
+        # key compares case-insensitively); cast back to the field's type.
+        match = []
+        for i, name in enumerate(resource.natural_key):
+            arrays.append(f"key_{i}")
+            match.append(sql.SQL("{} = s.{}::{}").format(
+                _key_part(resource, "t", name), sql.Identifier(f"key_{i}"),
+                sql.SQL(resource.field(name).sql_type)))
+        flags.append(("dup_key", sql.SQL("EXISTS (SELECT 1 FROM {} t WHERE {})").format(
+            table, sql.SQL(" AND ").join(match))))
     for f in resource.references:
         assert f.references is not None
         arrays.append(f.name)
