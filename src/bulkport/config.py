@@ -158,7 +158,7 @@ class Settings:
     def from_validated(cls, values: Mapping[str, Any]) -> Settings:
         """Settings from values already checked (by a parent process): no pydantic."""
         settings = cls.__new__(cls)
-        hints = _hints()
+        hints = field_types()
         settings._assign({name: Path(v) if hints[name] is Path else v
                           for name, v in values.items()})
         return settings
@@ -186,7 +186,7 @@ class Settings:
 
 
 @lru_cache(maxsize=1)
-def _hints() -> dict[str, Any]:
+def field_types() -> dict[str, Any]:
     """The declared type of every setting (annotations are text under ``__future__``)."""
     return typing.get_type_hints(Settings)
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field, create_model, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bulkport.config import Settings, _hints
+from bulkport.config import Settings, field_types
 
 
 class _EnvSettings(BaseSettings):
@@ -36,7 +36,7 @@ def _split_list(value: Any) -> Any:
 @lru_cache(maxsize=1)
 def model() -> type[BaseSettings]:
     """The pydantic-settings model of :class:`Settings`, named ``Settings`` in its errors."""
-    hints = _hints()
+    hints = field_types()
     fields: dict[str, Any] = {}
     text_lists: list[str] = []
     for f in dataclasses.fields(Settings):
