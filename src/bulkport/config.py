@@ -159,15 +159,15 @@ class Settings:
         """Settings from values already checked (by a parent process): no pydantic."""
         settings = cls.__new__(cls)
         hints = field_types()
-        settings._assign({name: Path(v) if hints[name] is Path else v
+        # JSON carries paths as text: a setting declared as a Path gets one back.
+        settings._assign({name: Path(v) if v is not None and _is_path(hints[name]) else v
                           for name, v in values.items()})
         return settings
 
     def to_json(self) -> str:
         """Every value, as :meth:`from_validated` takes them back (paths as text)."""
-        return json.dumps({f.name: str(v) if isinstance(v, Path) else v
-                           for f in dataclasses.fields(self)
-                           for v in [getattr(self, f.name)]})
+        return json.dumps({name: str(v) if isinstance(v, Path) else v
+                           for name, v in self._values().items()})
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Settings:
         """A copy with ``update`` applied and checked (the name pydantic models use)."""
@@ -189,6 +189,10 @@ class Settings:
 def field_types() -> dict[str, Any]:
     """The declared type of every setting (annotations are text under ``__future__``)."""
     return typing.get_type_hints(Settings)
+
+
+def _is_path(hint: Any) -> bool:
+    return hint is Path or Path in typing.get_args(hint)
 
 
 def default(name: str) -> Any:
