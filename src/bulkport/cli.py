@@ -50,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = db.database_url(settings)
     db.migrate(url)
-    pool = WorkerPool(url, settings.workers)
+    pool = WorkerPool(url, settings.workers, settings)
     pool.start()
     # uvicorn re-raises the signal that stopped it once it has shut down. With the
     # default SIGTERM action that killed this process on the spot, before
@@ -82,7 +82,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     setup_logging(settings.log_level, settings.log_format)
     url = db.database_url(settings)
     db.migrate(url)
-    pool = WorkerPool(url, max(1, settings.workers))
+    pool = WorkerPool(url, max(1, settings.workers), settings)
     pool.start()
     if settings.worker_metrics_port:
         from bulkport.metrics import serve_worker_metrics

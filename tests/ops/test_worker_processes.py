@@ -1,8 +1,9 @@
 """The worker processes of a real ``bulkport serve`` load only what workers need.
 
 A worker process imports the worker loop and the pipelines, never the web
-stack (FastAPI, Starlette, uvicorn, the API modules) nor boto3 when exports
-are stored locally: each of those is memory every worker process would hold
+stack (FastAPI, Starlette, uvicorn, the API modules), nor pydantic (the
+settings come validated from the parent), nor boto3 when exports are stored
+locally: each of those is memory every worker process would hold
 for nothing (bench/README.md, "Process memory").
 
 What a process imported is read from the process itself: a ``sitecustomize``
@@ -34,13 +35,15 @@ atexit.register(_write_modules)
 '''
 #: Modules no worker process may hold (boto3: not while exports are stored locally).
 WEB_AND_S3 = ("fastapi", "starlette", "uvicorn", "bulkport.api", "boto3", "botocore")
+#: pydantic checks the settings in the parent; a worker process gets them checked.
+PYDANTIC = ("pydantic", "pydantic_settings", "pydantic_core")
 
 
 def _modules(folder: Path, pid: int) -> set[str]:
     return set((folder / f"{pid}.txt").read_text().split("\n"))
 
 
-def test_worker_processes_import_no_web_stack_nor_boto3(clean_db: str, tmp_path: Path) -> None:
+def test_worker_processes_load_no_web_stack_pydantic_boto3(clean_db: str, tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -73,7 +76,7 @@ def test_worker_processes_import_no_web_stack_nor_boto3(clean_db: str, tmp_path:
         modules = _modules(dumps, pid)
         assert "bulkport.jobs.worker" in modules
         seen |= modules
-        heavy = sorted(m for m in modules if m.split(".")[0] in WEB_AND_S3
+        heavy = sorted(m for m in modules if m.split(".")[0] in WEB_AND_S3 + PYDANTIC
                        or m.startswith("bulkport.api"))
         assert heavy == [], f"worker process {pid} imported {heavy}"
     assert ran <= seen  # the jobs did run in these processes

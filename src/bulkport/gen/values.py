@@ -12,12 +12,12 @@ import hashlib
 import time
 from typing import Any
 
-from bulkport.config import Settings
+from bulkport.config import default
 from bulkport.resources import RESOURCES
 from bulkport.resources.base import ID_PATTERN
 
 #: The roles bulkport accepts by default (``BULKPORT_ALLOWED_ROLES``).
-ROLES: tuple[str, ...] = tuple(Settings.model_fields["allowed_roles"].default)
+ROLES: tuple[str, ...] = tuple(default("allowed_roles"))
 #: The users CSV header: the declared fields, in order.
 USERS_HEADER = tuple(RESOURCES["users"].column_names)
 #: Share of each declared article status among generated articles (weights).

@@ -13,7 +13,10 @@ started with :mod:`subprocess`, not :mod:`multiprocessing`: a spawned
 unpickling machinery, ~18 MB for nothing, since the processes share no
 Python objects (bench/README.md, "Process memory"). The database URL
 travels in the child's environment, not on its command line, where every
-user of the machine could read a password in it.
+user of the machine could read a password in it. So do the settings, as the
+values the parent already validated (``config.HANDED_ENV``): the worker
+process builds its :class:`~bulkport.config.Settings` from them without
+loading pydantic (~10 MB a process).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import threading
 import time
 
 from bulkport import metrics
+from bulkport.config import HANDED_ENV, Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +44,10 @@ SUPERVISE_SECONDS = 1.0
 class WorkerPool:
     """``count`` workers, restarted if a process dies; stopped with SIGTERM (graceful)."""
 
-    def __init__(self, url: str, count: int, processes: int | None = None) -> None:
+    def __init__(self, url: str, count: int, settings: Settings,
+                 processes: int | None = None) -> None:
         self.url = url
+        self.settings_json = settings.to_json()
         self.count = count
         nproc = max(1, min(count, processes or os.cpu_count() or 1)) if count else 0
         self.threads = [count // nproc + (1 if i < count % nproc else 0) for i in range(nproc)]
@@ -56,7 +62,7 @@ class WorkerPool:
     def _spawn(self, threads: int) -> subprocess.Popen[bytes]:
         # The environment is read now, so the child sees PROMETHEUS_MULTIPROC_DIR
         # (bulkport.multiprocess) and every BULKPORT_* setting of this process.
-        env = {**os.environ, URL_ENV: self.url}
+        env = {**os.environ, URL_ENV: self.url, HANDED_ENV: self.settings_json}
         return subprocess.Popen([sys.executable, "-m", ENTRY, str(threads)], env=env)
 
     def _supervise(self) -> None:
