@@ -20,7 +20,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import QueryParams
 
-from bulkport.api.params import list_cursor
+from bulkport.api.params import list_cursor, whole_number
 from bulkport.errors import BadRequest
 from bulkport.jobs.status import JobStatus
 from bulkport.pipeline.export_spec import MAX_LIMIT, ExportSpec, parse_spec
@@ -90,11 +90,7 @@ class ExportQuery(BaseModel):
 
 
 def _page_size(raw: str | None) -> int:
-    value = raw if raw is not None else str(DEFAULT_PAGE)
-    try:  # isdigit() also admits digits int() refuses (superscripts): those are a 400 too
-        size = int(value) if value.isdigit() else 0
-    except ValueError:
-        size = 0
-    if not 1 <= size <= MAX_PAGE:
+    size = whole_number(raw if raw is not None else str(DEFAULT_PAGE), 1, MAX_PAGE)
+    if size is None:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
     return size

@@ -39,6 +39,19 @@ async def _job_id(job_id: str) -> str:
 JobId = Annotated[str, Depends(_job_id)]
 
 
+def whole_number(value: str, low: int, high: int) -> int | None:
+    """``value`` as an integer from ``low`` to ``high``; None when it is not one.
+
+    ``isdigit()`` also admits digits ``int()`` refuses (superscripts): those are
+    None too, so that the caller answers them with its 400.
+    """
+    try:
+        number = int(value) if value.isdigit() else None
+    except ValueError:
+        return None
+    return number if number is not None and low <= number <= high else None
+
+
 def list_cursor(cursor: str) -> tuple[datetime, str]:
     """Decode a job list cursor: ``(created_at, id)`` of the last job of a page."""
     created, job_id = decode_cursor(cursor, 2)

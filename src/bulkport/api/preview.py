@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from bulkport.api.import_params import UPLOAD_DOC, ImportByUrl, import_params
 from bulkport.api.imports import ERRORS, State
 from bulkport.api.jsonbody import JSON, media_type, read_json
+from bulkport.api.params import whole_number
 from bulkport.api.responses import JSONResponse
 from bulkport.api.schemas import ImportPreview
 from bulkport.api.state import AppState
@@ -110,11 +111,8 @@ async def _file_head(request: Request, state: AppState) -> AsyncIterator[_Head]:
 def _limit(value: str | None) -> int:
     if value is None or value == "":
         return DEFAULT_LIMIT
-    try:  # isdigit() also admits digits int() refuses (superscripts): those are a 400 too
-        limit = int(value) if value.isdigit() else 0
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= MAX_LIMIT:
+    limit = whole_number(value, 1, MAX_LIMIT)
+    if limit is None:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return limit
 
