@@ -103,14 +103,19 @@ async def _by_url(request: Request, state: AppState) -> ImportSource:
     if CONTROL_CHARS.search(body.file_url):
         raise BadRequest("file_url must not contain control characters; percent-encode them")
     url = await run_in_threadpool(check_url, body.file_url, state.settings)
-    # The name comes from the path only: the authority may hold credentials.
-    url_name = urlsplit(url).path.rsplit("/", 1)[-1] or None
+    url_name = url_file_name(url)
     if fields["format"] is None:
         named = format_from_name(url_name)
         fields["format"] = named.value if named else None
     return ImportSource(fields, {"file_key": None, "file_name": url_name,
                                  "file_size_bytes": None, "source_url": url},
                         {"file_url": url})
+
+
+def url_file_name(url: str) -> str | None:
+    """The file name a URL gives: its path's last segment (never the authority, which
+    may hold credentials, nor the query or fragment)."""
+    return urlsplit(url).path.rsplit("/", 1)[-1] or None
 
 
 def check_header(state: AppState, key: str, request_fields: dict[str, Any],

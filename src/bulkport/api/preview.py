@@ -17,6 +17,7 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from bulkport.api.import_params import UPLOAD_DOC, ImportByUrl, import_params
+from bulkport.api.import_source import url_file_name
 from bulkport.api.imports import ERRORS, State
 from bulkport.api.jsonbody import JSON, media_type, read_json
 from bulkport.api.params import whole_number
@@ -98,8 +99,8 @@ async def _file_head(request: Request, state: AppState) -> AsyncIterator[_Head]:
         except FetchFailed as exc:
             raise BadRequest(exc.message) from None
         try:
-            yield _Head(stored.key, fields, url.split("?", 1)[0].rsplit("/", 1)[-1] or None,
-                        body.limit, stored.size >= PREVIEW_INPUT_BYTES)
+            yield _Head(stored.key, fields, url_file_name(url), body.limit,
+                        stored.size >= PREVIEW_INPUT_BYTES)
         finally:
             state.uploads.delete(stored.key)
     else:
