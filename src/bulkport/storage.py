@@ -7,12 +7,13 @@ The local backend keeps them under ``DATA_DIR``. Stored names are generated
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from bulkport.errors import PayloadTooLarge, no_room
 
@@ -45,8 +46,18 @@ class LocalStorage:
     def new_key(self, suffix: str = "") -> str:
         return f"{uuid.uuid4()}{suffix}"
 
-    def open_read(self, key: str) -> IO[bytes]:
-        return self.path(key).open("rb")
+    def open_read(self, key: str, start: int = 0, end: int | None = None) -> IO[bytes]:
+        """The stored bytes ``[start, end)`` as a binary stream (``end`` None: to the end).
+
+        ``tell()`` counts from the start of the file, so byte offsets recorded
+        while reading a range (checkpoints) name the same bytes in every backend.
+        """
+        f = self.path(key).open("rb")
+        if start:
+            f.seek(start)
+        if end is None:
+            return f
+        return io.BufferedReader(_Range(f, start, end), CHUNK_BYTES)
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
@@ -64,6 +75,31 @@ class LocalStorage:
             async for chunk in chunks:
                 sink.write(chunk)
         return sink.stored
+
+
+class _Range(io.RawIOBase):
+    """Bytes ``[start, end)`` of an open file, which it owns and closes."""
+
+    def __init__(self, f: IO[bytes], start: int, end: int) -> None:
+        self._f, self._pos, self._end = f, start, max(start, end)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = self._f.readinto(view[: max(0, min(len(view), self._end - self._pos))])  # type: ignore[attr-defined]
+        self._pos += n
+        return int(n)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if offset == 0 and whence == io.SEEK_CUR:
+            return self._pos  # tell()
+        raise io.UnsupportedOperation("a stored range is read forward only")
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 class _Sink:
