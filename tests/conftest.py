@@ -35,7 +35,8 @@ TESTDATA = REPO / "tests" / "data"
 USERS_HUGE = TESTDATA / "users_huge.csv"
 if not USERS_HUGE.is_file():  # fail loudly: a missing data file must never become a skip
     raise RuntimeError(f"test data missing: {USERS_HUGE}")
-TABLES = ("import_errors", "jobs", "comments", "articles", "users")
+TABLES = ("import_errors", "jobs", "comments", "articles", "users",
+          "rate_limit_buckets")
 
 
 @pytest.fixture(scope="session")

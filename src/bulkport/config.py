@@ -121,7 +121,7 @@ class Settings:
     health_require_key: bool = setting(False, "`/health` also needs an API key")
     rate_limit_per_minute: int = setting(
         6000, "Sustained /v1 requests per minute per API key (or client "
-        "address without keys), per server process; 0 = no limit", ge=0
+        "address without keys), shared by all instances on the database; 0 = no limit", ge=0
     )
     rate_limit_burst: int | None = setting(
         None, "Requests allowed at once above the sustained rate; "

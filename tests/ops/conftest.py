@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bulkport import db
 from bulkport.api.app import create_app
 from bulkport.config import Settings
 
@@ -25,6 +26,9 @@ def app_client(pg_url: str, tmp_path: Path) -> AppClient:
     @contextmanager
     def make(**overrides: Any) -> Iterator[TestClient]:
         settings = Settings(data_dir=tmp_path / "data", **overrides)
+        # The rate limit's buckets live in the database: each app starts with full ones.
+        with db.connect(pg_url, autocommit=True) as c:
+            c.execute("TRUNCATE rate_limit_buckets")
         with TestClient(create_app(settings, pg_url), raise_server_exceptions=False) as client:
             yield client
 

@@ -4,10 +4,12 @@ A token bucket per caller: ``BULKPORT_RATE_LIMIT_PER_MINUTE`` tokens a minute,
 up to ``BULKPORT_RATE_LIMIT_BURST`` saved up. A request without a token gets
 **429** ``rate_limited`` with ``Retry-After`` (whole seconds until a token is back).
 
-The buckets live in the memory of one server process: with N instances behind a
-load balancer a caller gets up to N times the limit. That is the intended
-trade-off (no shared store on the request path); put a limit in the proxy for
-a global one.
+The buckets are shared by every instance on the database
+(:mod:`bulkport.api.shared_limit`): a process leases tokens from them in small
+blocks and spends those locally, so the limit holds across instances within a
+documented bound, and a request costs a round trip only once per block. While
+PostgreSQL is unreachable each process falls back to a bucket of its own
+(:class:`TokenBuckets`). With the limit at 0 nothing here runs at all.
 
 Callers presenting a wrong key are counted by address, so guessing keys is
 limited too. Behind a reverse proxy the address is the one uvicorn trusts from
@@ -24,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bulkport.api.errors import error_response
 from bulkport.api.security import ApiKeys, bearer_token
+from bulkport.api.shared_limit import SharedBuckets
 from bulkport.config import Settings
 
 #: Buckets kept before idle (full) ones are dropped; bounds memory under many addresses.
@@ -37,7 +40,7 @@ class _Bucket:
 
 
 class TokenBuckets:
-    """Token buckets by caller; ``take`` returns 0 or the seconds to wait."""
+    """Token buckets by caller in this process; ``take`` returns 0 or the seconds to wait."""
 
     def __init__(self, per_minute: int, burst: int) -> None:
         self.rate = per_minute / 60.0  # tokens per second
@@ -76,7 +79,8 @@ class RateLimitMiddleware:
         self.app = app
         self.per_minute = settings.rate_limit_per_minute
         burst = settings.rate_limit_burst or max(1, self.per_minute // 10)
-        self.buckets = TokenBuckets(self.per_minute, burst) if self.per_minute else None
+        self.buckets = (SharedBuckets(self.per_minute, burst, TokenBuckets(self.per_minute, burst))
+                        if self.per_minute else None)
         self.keys = ApiKeys(settings.api_keys)
 
     def caller(self, scope: Scope) -> str:
@@ -93,7 +97,8 @@ class RateLimitMiddleware:
                 or not (path == "/v1" or path.startswith("/v1/"))):
             await self.app(scope, receive, send)
             return
-        wait = self.buckets.take(self.caller(scope))
+        # The app's state is set up by its lifespan, after the middleware was built.
+        wait = await self.buckets.take(self.caller(scope), scope["app"].state.bulkport.pool)
         if wait > 0:
             retry_after = max(1, math.ceil(wait))
             response = error_response(

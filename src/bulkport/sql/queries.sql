@@ -222,6 +222,41 @@ SELECT kind AS type, resource, status::text AS status, count(*) AS jobs,
 FROM jobs WHERE status IN ('pending', 'processing')
 GROUP BY kind, resource, status;
 
+-- The rate limit's shared buckets (migrations/0007_rate_limit_buckets.sql, api/shared_limit.py).
+
+-- name: lease_rate_tokens
+-- Take up to %(want)s whole tokens from a caller's bucket in one statement: refill it
+-- for the time since it was last leased from (%(rate)s tokens a second, at most
+-- %(capacity)s), hand out what it holds up to %(want)s, keep the rest. A new caller
+-- starts with a full bucket. ON CONFLICT DO UPDATE locks the row and reads its latest
+-- version, so leases of several instances at once never hand out a token twice.
+-- The time is the database's: the instances' clocks do not matter.
+INSERT INTO rate_limit_buckets AS b (caller, tokens, granted, updated_at)
+VALUES (%(caller)s,
+        %(capacity)s::float8 - least(%(want)s::int, floor(%(capacity)s::float8)),
+        least(%(want)s::int, floor(%(capacity)s::float8)),
+        clock_timestamp())
+ON CONFLICT (caller) DO UPDATE SET
+    -- Every expression below reads the row as it was (b), none the values being set.
+    granted = least(%(want)s::int, floor(least(%(capacity)s::float8, b.tokens
+                  + greatest(0, extract(epoch FROM excluded.updated_at - b.updated_at))
+                    * %(rate)s::float8))),
+    tokens = least(%(capacity)s::float8, b.tokens
+                 + greatest(0, extract(epoch FROM excluded.updated_at - b.updated_at))
+                   * %(rate)s::float8)
+             - least(%(want)s::int, floor(least(%(capacity)s::float8, b.tokens
+                 + greatest(0, extract(epoch FROM excluded.updated_at - b.updated_at))
+                   * %(rate)s::float8))),
+    -- A lease that waited for the row lock may carry an earlier time: never go back.
+    updated_at = greatest(b.updated_at, excluded.updated_at)
+RETURNING granted, tokens;
+
+-- name: sweep_rate_buckets
+-- Forget the buckets that have refilled completely (untouched for the %(full_seconds)s
+-- an empty bucket takes to fill): a missing row is a full bucket.
+DELETE FROM rate_limit_buckets
+WHERE updated_at < clock_timestamp() - make_interval(secs => %(full_seconds)s::float8);
+
 -- name: lock_migrations
 -- Serialises migrations of instances starting together (db.migrate).
 SELECT pg_advisory_lock(%(key)s);
