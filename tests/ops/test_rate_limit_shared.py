@@ -107,6 +107,21 @@ def test_a_refused_caller_costs_no_round_trip_until_a_token_is_due(
     assert row_count(conn, who) == 0
 
 
+def test_a_drained_bucket_is_asked_again_once_it_holds_a_block(
+        conn: psycopg.Connection[Any], pool: ConnectionPool[psycopg.Connection[Any]]) -> None:
+    who = caller()
+    buckets = SharedBuckets(60, 40, TokenBuckets(60, 40))  # a token a second, blocks of 4
+    assert lease(conn, who, 40, 60, 40).granted == 40  # another instance drained it
+    wait = asyncio.run(buckets.take(who, pool))
+    assert 3 < wait <= 4  # four tokens away, not one: one round trip per block
+    age(conn, who, 10)
+    buckets.stocks[who].refused_until = 0.0  # the wait has passed
+    assert asyncio.run(buckets.take(who, pool)) == 0.0
+    row = conn.execute("SELECT granted FROM rate_limit_buckets WHERE caller = %s",
+                       (who,)).fetchone()
+    assert row is not None and row[0] == 4
+
+
 def test_concurrent_requests_of_one_process_share_one_lease(
         conn: psycopg.Connection[Any], pool: ConnectionPool[psycopg.Connection[Any]]) -> None:
     who = caller()

@@ -5,8 +5,9 @@ not go to it for every request: it **leases** a block of up to :func:`block_size
 tokens (a tenth of the burst) with one statement (``lease_rate_tokens``), spends
 them locally, and leases again when they are gone. So a request costs a round
 trip only once per block, and none at all while the caller is refused: a lease
-that finds the bucket empty tells when its next token comes back, and until then
-the process answers 429 by itself.
+that finds the bucket drained (fewer whole tokens than a block) tells when it
+holds a block again, and until then the process spends what it got and then
+answers 429 by itself, with that time as ``Retry-After``.
 
 The price is a bounded error (docs/operations.md, "Rate limits across
 instances"): tokens leased but not yet spent sit in a process, at most a block
@@ -141,8 +142,10 @@ class SharedBuckets:
             log.info("rate limit: the shared buckets in PostgreSQL are reachable again",
                      extra={"event": "rate_limit_shared"})
         stock.tokens += got.granted
-        if got.granted == 0:
-            stock.refused_until = time.monotonic() + (1.0 - got.left) / self.rate
+        if got.granted < self.block:
+            # The bucket is drained: ask it again once it holds a whole block, so that a
+            # caller at its limit costs a round trip per block, not one per token.
+            stock.refused_until = time.monotonic() + (self.block - got.left) / self.rate
 
     def _lease_blocking(self, pool: ConnectionPool[psycopg.Connection[Any]],
                         caller: str) -> Lease:
