@@ -119,6 +119,10 @@ def test_the_balancer_spreads_over_the_api_instances(compose: dict[str, Any]) ->
     subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
     assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
     assert {services[n]["environment"]["FORWARDED_ALLOW_IPS"] for n in API} == {address}
+    # nginx resolves its upstreams once: the API instances keep fixed addresses.
+    fixed = [services[n]["networks"]["default"]["ipv4_address"] for n in API]
+    assert len({address, *fixed}) == 3
+    assert all(ipaddress.ip_address(a) in ipaddress.ip_network(subnet) for a in fixed)
     # Streaming both ways; bulkport's own body limit answers (413), not nginx's.
     for directive in ("client_max_body_size 0;", "proxy_request_buffering off;",
                       "proxy_buffering off;"):
