@@ -18,6 +18,7 @@ from bulkport import db
 from bulkport.api.ratelimit import TokenBuckets
 from bulkport.api.shared_limit import SharedBuckets, block_size, lease, sweep
 from tests.conftest import free_port
+from tests.ops.conftest import AppClient
 
 
 def caller() -> str:
@@ -160,3 +161,41 @@ def test_unreachable_database_fails_open_to_a_per_process_bucket(
     assert any("reachable again" in r.getMessage() for r in caplog.records)
     with db.connect(pg_url, autocommit=True) as c:
         assert row_count(c, who) == 1
+
+
+def test_a_process_sweeps_refilled_buckets_as_it_leases(
+        conn: psycopg.Connection[Any], pool: ConnectionPool[psycopg.Connection[Any]]) -> None:
+    idle, who = caller(), caller()
+    lease(conn, idle, 1, 60, 10)
+    age(conn, idle, 60)
+    buckets = SharedBuckets(60, 10, TokenBuckets(60, 10))
+    assert asyncio.run(buckets.take(who, pool)) == 0.0  # the first lease also sweeps
+    assert (row_count(conn, idle), row_count(conn, who)) == (0, 1)
+    lease(conn, idle, 1, 60, 10)
+    age(conn, idle, 60)
+    buckets.stocks.clear()
+    asyncio.run(buckets.take(who, pool))  # the next sweep is a minute away
+    assert row_count(conn, idle) == 1
+
+
+def test_a_process_keeps_a_bounded_number_of_stocks(
+        monkeypatch: pytest.MonkeyPatch, pool: ConnectionPool[psycopg.Connection[Any]]) -> None:
+    monkeypatch.setattr("bulkport.api.shared_limit.MAX_STOCKS", 3)
+    buckets = SharedBuckets(60, 10, TokenBuckets(60, 10))
+
+    async def many() -> None:
+        for _ in range(7):
+            assert await buckets.take(caller(), pool) == 0.0
+
+    asyncio.run(many())
+    assert len(buckets.stocks) <= 3
+
+
+def test_limit_off_leaves_the_shared_buckets_alone(app_client: AppClient,
+                                                   conn: psycopg.Connection[Any]) -> None:
+    with app_client(rate_limit_per_minute=0) as client:
+        assert all(client.get("/v1/imports").status_code == 200 for _ in range(5))
+    assert conn.execute("SELECT count(*) FROM rate_limit_buckets").fetchone() == (0,)
+    with app_client(rate_limit_per_minute=600) as client:  # and with it on, they are used
+        assert client.get("/v1/imports").status_code == 200
+    assert conn.execute("SELECT count(*) FROM rate_limit_buckets").fetchone() == (1,)
