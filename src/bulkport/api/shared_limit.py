@@ -16,7 +16,8 @@ more than one bucket would in any period, and a caller moving to another
 instance can be refused while up to ``(N - 1) * block`` of its tokens wait
 elsewhere.
 
-PostgreSQL unreachable: the limit **fails open to a per-process bucket**
+PostgreSQL unreachable (or no pooled connection within :data:`LEASE_WAIT_SECONDS`):
+the limit **fails open to a per-process bucket**
 (:class:`~bulkport.api.ratelimit.TokenBuckets`, the same rate and burst), logged
 once as a warning when it happens and once when the database is back; the shared
 buckets are tried again every :data:`RETRY_SHARED_SECONDS`. Refusing every
