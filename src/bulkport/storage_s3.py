@@ -160,7 +160,8 @@ class _Upload:
         self.buffer += chunk
         parts = []
         while len(self.buffer) >= self.part_bytes:
-            parts.append(bytes(self.buffer[:self.part_bytes]))
+            with memoryview(self.buffer) as view:  # one copy, not two (a slice, then bytes)
+                parts.append(bytes(view[:self.part_bytes]))
             del self.buffer[:self.part_bytes]
         return parts
 
