@@ -8,6 +8,7 @@ an import runs end to end with nothing stored on the instance's disk.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -136,6 +137,26 @@ def test_over_the_limit_is_a_413_and_leaves_nothing_in_the_bucket(
     assert resp.status_code == 413, resp.text
     assert resp.json()["error"] == "payload_too_large"
     deadline = time.monotonic() + 10  # the abort runs as the request ends
+    while pending_uploads(s3, bucket) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (bucket_keys(s3, bucket), pending_uploads(s3, bucket)) == ([], [])
+
+
+def test_a_client_gone_mid_upload_leaves_nothing_in_the_bucket(
+        api: ServerProcess, s3: Any, bucket: str) -> None:
+    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
+            "filename=\"users.csv\"\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", api.port)) as sock:
+        sock.sendall(b"POST /v1/imports HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: multipart/form-data; boundary=" + BOUNDARY.encode()
+                     + b"\r\nContent-Length: " + str(40 * MIB).encode() + b"\r\n\r\n" + head)
+        for chunk in _users_lines(2 * PART + MIB):  # two parts sent, then the client goes
+            sock.sendall(chunk)
+        deadline = time.monotonic() + 20
+        while not pending_uploads(s3, bucket) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pending_uploads(s3, bucket), "the multipart upload never started"
+    deadline = time.monotonic() + 20  # the abort runs as the request ends
     while pending_uploads(s3, bucket) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert (bucket_keys(s3, bucket), pending_uploads(s3, bucket)) == ([], [])

@@ -22,7 +22,7 @@ import pytest
 
 from bulkport import db
 from bulkport.config import Settings
-from bulkport.errors import PayloadTooLarge
+from bulkport.errors import FetchFailed, PayloadTooLarge
 from bulkport.jobs.status import JobKind
 from bulkport.jobs.sweep import sweep
 from bulkport.pipeline.fetch import fetch
@@ -251,3 +251,14 @@ def test_an_import_whose_object_is_gone_fails_with_the_reason(
     job = get_job(clean_db, job_id)
     assert job["status"] == "failed", job
     assert job["failure_reason"].startswith("reading s3://"), job
+
+
+def test_a_download_the_bucket_refuses_fails_with_the_reason(
+        file_server: str, s3_endpoint: str, tmp_path: Path) -> None:
+    settings = s3_settings(s3_endpoint, "no-such-bucket", tmp_path / "data",
+                           allow_private_urls=True)
+    _Files.body = b"email,name,role\na@x.io,A,admin\n"
+    with pytest.raises(FetchFailed) as failed:
+        fetch(file_server, upload_storage(settings), settings)
+    assert failed.value.message.startswith(f"storing the download of {file_server} failed")
+    assert "no-such-bucket" in failed.value.message
