@@ -230,14 +230,15 @@ class _ObjectReader(io.RawIOBase):
         try:
             return s.client.get_object(Bucket=s.bucket, Key=s.object_key(self._key),
                                        Range=f"bytes={self._pos}-{last}")["Body"]
-        except ClientError as exc:
-            if _error_code(exc) == "InvalidRange":  # at the end (or an empty object)
-                return None
-            raise StorageError(f"reading s3://{s.bucket}/{s.object_key(self._key)} failed: "
-                               f"{exc}", bucket=s.bucket) from None
-        except BotoCoreError as exc:
-            raise StorageError(f"reading s3://{s.bucket}/{s.object_key(self._key)} failed: "
-                               f"{exc}", bucket=s.bucket) from None
+        except (BotoCoreError, ClientError) as exc:
+            if isinstance(exc, ClientError) and _error_code(exc) == "InvalidRange":
+                return None  # at the end (or an empty object)
+            raise self._failed(str(exc)) from None
+
+    def _failed(self, why: str) -> StorageError:
+        s = self._storage
+        return StorageError(f"reading s3://{s.bucket}/{s.object_key(self._key)} failed: {why}",
+                            bucket=s.bucket)
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
@@ -264,10 +265,7 @@ class _ObjectReader(io.RawIOBase):
             view[:len(data)] = data
             self._pos += len(data)
             return len(data)
-        s = self._storage
-        raise StorageError(f"reading s3://{s.bucket}/{s.object_key(self._key)} failed "
-                           f"{READ_ATTEMPTS} times at byte {self._pos}: {failure}",
-                           bucket=s.bucket)
+        raise self._failed(f"{READ_ATTEMPTS} attempts at byte {self._pos}: {failure}")
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_CUR:

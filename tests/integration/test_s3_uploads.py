@@ -8,10 +8,12 @@ the bucket, an import end to end, the retention sweep deleting the object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import http.server
 import io
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,6 +146,62 @@ def test_ranged_reads_count_from_the_start_of_the_object(storage: S3Storage) -> 
         assert f.read() == b""
     with storage.open_read(key, 10, 20) as f, pytest.raises(io.UnsupportedOperation):
         f.seek(0)
+
+
+class _CuttingProxy:
+    """A TCP proxy to the S3 server that, once armed, cuts the connection carrying the
+    ``cut_after``-th byte of responses: a stream broken mid-way, for real."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit("//", 1)[1].split(":")
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.cut_after: int | None = None
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True
+                             ).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True
+                             ).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, response: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if response and self.cut_after is not None:
+                    self.cut_after -= len(data)
+                    if self.cut_after <= 0:
+                        self.cut_after = None
+                        self.cuts += 1
+                        break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_a_read_broken_mid_way_resumes_at_the_byte_it_stopped(
+        storage: S3Storage, s3_endpoint: str, bucket: str, tmp_path: Path) -> None:
+    data = _data(3 * MIB)
+    key = storage.save(_pieces(data), max_bytes=len(data)).key
+    proxy = _CuttingProxy(s3_endpoint)
+    through = upload_storage(s3_settings(proxy.endpoint, bucket, tmp_path))
+    with through.open_read(key, 100) as f:
+        proxy.cut_after = MIB + 12345  # inside the first GET's body
+        assert f.read() == data[100:]
+    assert proxy.cuts == 1
+    proxy.listener.close()
 
 
 def test_an_empty_object_reads_as_empty(storage: S3Storage) -> None:
