@@ -10,6 +10,7 @@ downloads and export files live in the bucket.
 from __future__ import annotations
 
 import gzip
+import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +34,10 @@ from tests.scale.cluster import Cluster, Instance, WorkerProcess, job, outcome, 
 pytestmark = pytest.mark.e2e
 
 #: Small batches and a short lease: a killed instance's job is taken over within seconds.
+#: file_url may reach the test's file server on loopback.
 ENV = {"BULKPORT_LOG_FORMAT": "json", "BULKPORT_BATCH_SIZE": "20",
-       "BULKPORT_LEASE_SECONDS": "3", "BULKPORT_POLL_INTERVAL_SECONDS": "0.1"}
+       "BULKPORT_LEASE_SECONDS": "3", "BULKPORT_POLL_INTERVAL_SECONDS": "0.1",
+       "BULKPORT_ALLOW_PRIVATE_URLS": "true"}
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +119,39 @@ def test_an_upload_to_a_is_run_elsewhere_and_every_instance_answers(
         assert cancelled.status_code in (200, 409), cancelled.text
         final = a.wait_job(pending.json()["job_id"], "exports")["status"]
         assert final == ("cancelled" if cancelled.status_code == 200 else "completed")
+
+
+class _File(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_file_url_import_on_a_is_downloaded_into_the_bucket_by_a_worker(
+        cluster: Cluster, s3_endpoint: str, bucket: str) -> None:
+    _File.body = _users("remote", 100)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _File)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with cluster["A"].http.client() as ca:
+            created = ca.post("/v1/imports", json={
+                "resource": "users",
+                "file_url": f"http://127.0.0.1:{httpd.server_address[1]}/remote.csv"})
+        assert created.status_code == 202, created.text
+        job_id = created.json()["job_id"]
+        done = cluster["B"].http.wait_job(job_id)
+    finally:
+        httpd.shutdown()
+    assert (done["status"], done["successful_records"], done["error_records"]) == (
+        "completed_with_errors", 90, 10), done
+    assert f"uploads/{_file_key(cluster, job_id)}" in bucket_keys(_s3(s3_endpoint), bucket)
 
 
 def test_twenty_concurrent_imports_spread_over_the_instances(cluster: Cluster) -> None:
