@@ -114,9 +114,10 @@ def test_a_large_upload_streams_to_the_bucket_with_flat_memory(
     head = s3.head_object(Bucket=bucket, Key=key)
     assert head["ContentLength"] == job["file_size_bytes"] > 45 * MIB
     assert head["ETag"].strip('"').endswith("-10")  # ten parts of at most 5 MiB
-    # The whole file held in memory would be 45 MiB; a few parts (the one filling, the one
-    # sent, botocore's copy of it) stay well under.
-    assert rss.peak - base < 5 * PART, (base, rss.peak)
+    # About three parts are held (the one filling, the one sent, botocore's copy): measured
+    # +13 to +22 MiB. The whole file held in memory is at least 45 MiB (+108 MiB measured
+    # with one part as large as the file).
+    assert rss.peak - base < 7 * PART, (base, rss.peak)
     assert list((tmp_path / "data" / "uploads").glob("*")) == []  # nothing on disk
     assert pending_uploads(s3, bucket) == []
     assert len(bucket_keys(s3, bucket)) == 2
