@@ -12,14 +12,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from bulkport import db
 from bulkport.config import Settings
@@ -27,7 +30,7 @@ from bulkport.jobs import service
 from bulkport.jobs.status import JobKind
 from bulkport.jobs.store import fingerprint
 from bulkport.jobs.worker import Worker
-from bulkport.storage import LocalStorage
+from bulkport.storage import upload_storage
 
 REPO = Path(__file__).resolve().parent.parent
 TESTDATA = REPO / "tests" / "data"
@@ -82,7 +85,7 @@ def submit_import(url: str, settings: Settings, path: Path, resource: str, *,
                   mode: str = "insert", dry_run: bool = False, fmt: str | None = None,
                   batch_size: int | None = None, wait_for_parents: bool = True) -> str:
     """Create an import job for a local file, as the API would; return its id."""
-    storage = LocalStorage(settings.upload_dir)
+    storage = upload_storage(settings)
     with path.open("rb") as f:
         stored = storage.save(iter(lambda: f.read(1 << 20), b""), max_bytes=1 << 40)
     values = {"resource": resource, "format": fmt, "mode": mode, "dry_run": dry_run,
@@ -172,6 +175,94 @@ class ServerProcess:
                     return job
                 time.sleep(0.1)
         raise TimeoutError(f"job {job_id} still {job['status']}")
+
+
+@contextmanager
+def own_database(pg_url: str, name: str) -> Iterator[str]:
+    """A database of its own: the module's server (workers included) never sees its jobs."""
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {name}")
+    url = make_conninfo(pg_url, dbname=name)
+    db.migrate(url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# --- S3 (moto's server: a real S3 API on loopback) ----------------------------------------
+
+S3_CREDENTIALS = {"aws_access_key_id": "test-key", "aws_secret_access_key": "test-secret",
+                  "region_name": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 and a free port, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        moto.stop()
+
+
+def s3_env(endpoint: str, bucket: str, **more: str) -> dict[str, str]:
+    """The ``BULKPORT_S3_*`` variables of a process that stores its files in ``bucket``."""
+    return {"BULKPORT_S3_BUCKET": bucket, "BULKPORT_S3_ENDPOINT_URL": endpoint,
+            "BULKPORT_S3_REGION": S3_CREDENTIALS["region_name"],
+            "BULKPORT_S3_ACCESS_KEY_ID": S3_CREDENTIALS["aws_access_key_id"],
+            "BULKPORT_S3_SECRET_ACCESS_KEY": S3_CREDENTIALS["aws_secret_access_key"], **more}
+
+
+def s3_settings(endpoint: str, bucket: str, data_dir: Path, **more: Any) -> Settings:
+    """Settings that store uploads and exports in ``bucket``."""
+    return Settings(data_dir=data_dir, lease_seconds=5, poll_interval_seconds=0.1,
+                    s3_bucket=bucket, s3_endpoint_url=endpoint,
+                    s3_region=S3_CREDENTIALS["region_name"],
+                    s3_access_key_id=S3_CREDENTIALS["aws_access_key_id"],
+                    s3_secret_access_key=S3_CREDENTIALS["aws_secret_access_key"], **more)
+
+
+@pytest.fixture
+def s3(s3_endpoint: str) -> Any:
+    """A boto3 client of the test S3 server."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_endpoint, **S3_CREDENTIALS)
+
+
+@pytest.fixture
+def bucket(s3: Any) -> Iterator[str]:
+    """A new, empty bucket for one test; emptied and removed after it."""
+    name = f"bulkport-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", []):
+            s3.abort_multipart_upload(Bucket=name, Key=upload["Key"],
+                                      UploadId=upload["UploadId"])
+        for obj in s3.list_objects_v2(Bucket=name).get("Contents", []):
+            s3.delete_object(Bucket=name, Key=obj["Key"])
+        s3.delete_bucket(Bucket=name)
+
+
+def bucket_keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
+    """The keys of the objects in ``bucket`` under ``prefix``."""
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def pending_uploads(s3: Any, bucket: str) -> list[str]:
+    """The keys of the multipart uploads started in ``bucket`` and neither completed nor
+    aborted."""
+    return sorted(u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
 @pytest.fixture

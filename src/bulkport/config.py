@@ -94,9 +94,18 @@ class Settings:
         2, "Connections one streaming export of a large table reads with in parallel",
         ge=1, le=8,
     )
-    # --- export storage (docs/exports.md): S3-compatible when a bucket is set ---
-    s3_bucket: str | None = setting(None, "Bucket for export files; unset = local")
+    # --- file storage (docs/operations.md, "Storage"): S3-compatible when a bucket is set ---
+    s3_bucket: str | None = setting(
+        None, "Bucket for uploads, file_url downloads and export files; unset = DATA_DIR"
+    )
     s3_prefix: str = setting("exports/", "Key prefix of export files in the bucket")
+    s3_upload_prefix: str = setting(
+        "uploads/", "Key prefix of uploads and file_url downloads in the bucket"
+    )
+    s3_part_bytes: int = setting(
+        8 * 1024**2, "Part size of the multipart uploads to the bucket (memory per upload "
+        "in flight; S3 needs at least 5 MiB)", ge=5 * 1024**2, le=5 * 1024**3,
+    )
     s3_endpoint_url: str | None = setting(
         None, "S3-compatible endpoint (MinIO, ...); unset = AWS"
     )

@@ -1,7 +1,12 @@
 """Where uploaded files and export files live.
 
-The local backend keeps them under ``DATA_DIR``. Stored names are generated
-(``<uuid>``), never taken from user input.
+The local backend keeps them under ``DATA_DIR``; with ``BULKPORT_S3_BUCKET`` set,
+both live in an S3-compatible bucket (:mod:`bulkport.storage_s3` for uploads,
+:class:`S3ExportStorage` for export files), so that every instance reads what any
+instance stored. Stored names are generated (``<uuid>``), never taken from user input.
+
+:class:`Storage` is what the callers of upload storage (the API, the workers, the
+sweep, the preview) rely on; :func:`upload_storage` picks the backend.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from bulkport.errors import PayloadTooLarge, no_room
+from bulkport.errors import PayloadTooLarge, Terminal, no_room
 
 if TYPE_CHECKING:
     from bulkport.config import Settings
@@ -31,6 +36,48 @@ class StoredFile:
     sha256: str
 
 
+class StorageError(Terminal):
+    """The storage backend refused an operation (upload, read, delete).
+
+    A request meets it as a 503 (the bucket is unavailable: retry later); a job that
+    meets it fails with the message as its reason (botocore already retried).
+    """
+
+    code = "storage_unavailable"
+    status_code = 503
+
+
+class Storage(Protocol):
+    """Upload storage: :class:`LocalStorage` or :class:`~bulkport.storage_s3.S3Storage`."""
+
+    def new_key(self, suffix: str = "") -> str:
+        """A fresh key (never taken from user input)."""
+
+    def open_read(self, key: str, start: int = 0, end: int | None = None) -> IO[bytes]:
+        """The stored bytes ``[start, end)``; ``tell()`` counts from the start of the file."""
+
+    def delete(self, key: str) -> None:
+        """Remove the file; a key already gone is no error."""
+
+    def save(self, chunks: Iterator[bytes], *, max_bytes: int) -> StoredFile:
+        """Store ``chunks`` under a new key; 413 as soon as ``max_bytes`` is passed."""
+
+    async def save_async(self, chunks: AsyncIterator[bytes], *, max_bytes: int) -> StoredFile:
+        """Like :meth:`save` for an async stream (a request body)."""
+
+
+def new_key(suffix: str = "") -> str:
+    """A fresh storage key: a random UUID, so no two uploads of any instance collide."""
+    return f"{uuid.uuid4()}{suffix}"
+
+
+def check_key(key: str) -> str:
+    """``key`` if it is a name this module could have made (no path, no dot file)."""
+    if not key or "/" in key or key.startswith("."):
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
 class LocalStorage:
     """Files in a local directory."""
 
@@ -39,12 +86,10 @@ class LocalStorage:
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, key: str) -> Path:
-        if "/" in key or key.startswith("."):
-            raise ValueError(f"invalid storage key {key!r}")
-        return self.root / key
+        return self.root / check_key(key)
 
     def new_key(self, suffix: str = "") -> str:
-        return f"{uuid.uuid4()}{suffix}"
+        return new_key(suffix)
 
     def open_read(self, key: str, start: int = 0, end: int | None = None) -> IO[bytes]:
         """The stored bytes ``[start, end)`` as a binary stream (``end`` None: to the end).
@@ -159,10 +204,6 @@ _CONTENT_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=ut
                   "json": "application/json", "gz": "application/gzip"}
 
 
-class StorageError(Exception):
-    """The storage backend refused an operation (upload, delete)."""
-
-
 class ExportStorage(LocalStorage):
     """Export files in a local directory; downloads go through the API."""
 
@@ -191,18 +232,13 @@ class S3ExportStorage(ExportStorage):
                  region: str | None, access_key_id: str | None,
                  secret_access_key: str | None) -> None:
         super().__init__(root)
-        import boto3
-        from botocore.config import Config
+        from bulkport.storage_s3 import s3_client
 
         self.bucket = bucket
         self.prefix = prefix
-        self.client = boto3.client(
-            "s3", endpoint_url=endpoint_url, region_name=region,
-            aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
-            # Path-style addressing works with every S3-compatible server (MinIO, moto...).
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                          retries={"max_attempts": 5, "mode": "standard"}),
-        )
+        self.client = s3_client(endpoint_url=endpoint_url, region=region,
+                                access_key_id=access_key_id,
+                                secret_access_key=secret_access_key)
 
     def object_key(self, key: str) -> str:
         return f"{self.prefix}{key}"
@@ -248,3 +284,12 @@ def export_storage(settings: Settings) -> ExportStorage:
             access_key_id=settings.s3_access_key_id,
             secret_access_key=settings.s3_secret_access_key)
     return ExportStorage(settings.export_dir)
+
+
+def upload_storage(settings: Settings) -> Storage:
+    """The upload backend the settings select: the bucket when one is set, else DATA_DIR."""
+    if settings.s3_bucket:
+        from bulkport.storage_s3 import S3Storage  # boto3 only where a bucket is used
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.upload_dir)

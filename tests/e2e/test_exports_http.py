@@ -22,11 +22,9 @@ import httpx
 import orjson
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
-from bulkport import db
 from tests import export_data
-from tests.conftest import TABLES, ServerProcess, free_port
+from tests.conftest import TABLES, ServerProcess, own_database
 
 pytestmark = pytest.mark.e2e
 
@@ -52,21 +50,6 @@ def srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
 def http(srv: ServerProcess) -> Iterator[httpx.Client]:
     with srv.client() as client:
         yield client
-
-
-@contextmanager
-def own_database(pg_url: str, name: str) -> Iterator[str]:
-    """A database of its own: the module's server (workers included) never sees its jobs."""
-    with psycopg.connect(pg_url, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {name}")
-    url = make_conninfo(pg_url, dbname=name)
-    db.migrate(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as c:
-            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="module")
@@ -421,19 +404,6 @@ def test_round_trip_over_http(srv: ServerProcess, http: httpx.Client, pg_url: st
 
 
 # --- S3 -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        moto.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from bulkport.api.security import ApiKeyMiddleware, document_security
 from bulkport.api.state import AppState
 from bulkport.config import Settings, get_settings
 from bulkport.console import router as console
-from bulkport.storage import LocalStorage
+from bulkport.storage import upload_storage
 
 DESCRIPTION = """Bulk import and export of users, articles and comments.
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
         db.migrate(db_url)
         pool = db.open_pool(db_url, settings)
         app.state.bulkport = AppState(settings=settings, url=db_url, pool=pool,
-                                      uploads=LocalStorage(settings.upload_dir))
+                                      uploads=upload_storage(settings))
         try:
             yield
         finally:

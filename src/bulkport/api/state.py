@@ -13,7 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from bulkport.api.first_errors import FirstErrorsCache
 from bulkport.config import Settings
-from bulkport.storage import LocalStorage
+from bulkport.storage import Storage
 
 #: Longest a request waits for a pooled connection (seconds). When the database is
 #: down, waiting psycopg_pool's default 30 s only delays the 503 the client gets.
@@ -25,7 +25,7 @@ class AppState:
     settings: Settings
     url: str
     pool: ConnectionPool[psycopg.Connection[Any]]
-    uploads: LocalStorage
+    uploads: Storage
     #: Encoded first error entries of import jobs, between status reads.
     first_errors: FirstErrorsCache = field(default_factory=FirstErrorsCache)
 

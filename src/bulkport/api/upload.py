@@ -3,7 +3,7 @@
 ``request.form()`` first spools an upload to a temporary file and the handler then
 copies it into storage: a 2 GB upload is written twice, half of it to ``/tmp``.
 :func:`receive_upload` feeds the request body to python-multipart's push parser
-and hands the file part's bytes to :meth:`LocalStorage.save_async` chunk by chunk,
+and hands the file part's bytes to :meth:`Storage.save_async` chunk by chunk,
 so the upload is written once, hashed on the way, and held to the size limit
 while it streams (the stored file is removed if anything fails).
 
@@ -32,7 +32,7 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 from starlette.requests import Request
 
 from bulkport.errors import BadRequest
-from bulkport.storage import LocalStorage, StoredFile
+from bulkport.storage import Storage, StoredFile
 
 #: Text fields accepted next to the file (resource, format, mode, dry_run, …).
 MAX_FIELDS = 10
@@ -170,7 +170,7 @@ def _charset(raw: bytes | None) -> str:
     return codec
 
 
-async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: int,
+async def receive_upload(request: Request, storage: Storage, *, max_bytes: int,
                          file_field: str = "file", keep_bytes: int | None = None) -> Upload:
     """Parse a multipart request, storing its file part; 400 when there is no file part.
 
@@ -214,7 +214,7 @@ async def receive_upload(request: Request, storage: LocalStorage, *, max_bytes: 
 
 
 @asynccontextmanager
-async def stored_upload(request: Request, storage: LocalStorage, *, max_bytes: int,
+async def stored_upload(request: Request, storage: Storage, *, max_bytes: int,
                         file_field: str = "file", keep_bytes: int | None = None
                         ) -> AsyncIterator[Upload]:
     """:func:`receive_upload`, with the stored file deleted when the block ends, however

@@ -21,7 +21,7 @@ from bulkport.jobs import service
 from bulkport.pipeline.progress import BatchProgress, Outcome, SourceFacts
 from bulkport.records import ExportJob, ImportJob, Job
 from bulkport.status import JobStatus
-from bulkport.storage import ExportStorage, LocalStorage, export_storage
+from bulkport.storage import ExportStorage, Storage, export_storage
 
 ConnFactory = Callable[[], psycopg.Connection[Any]]
 
@@ -87,7 +87,7 @@ class Resources:
 
     settings: Settings
     connect: ConnFactory
-    uploads: LocalStorage
+    uploads: Storage
     #: None: built from the settings when an export runs (an S3 client costs memory).
     exports: ExportStorage | None = None
 

@@ -28,7 +28,7 @@ import psycopg
 from bulkport.config import Settings
 from bulkport.jobs.status import JobKind
 from bulkport.jobs.store import MAX_PAGE, STORE
-from bulkport.storage import LocalStorage, StorageError, export_storage
+from bulkport.storage import Storage, StorageError, export_storage, upload_storage
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL_SECONDS = 60.0
 
 
-def sweep(conn: psycopg.Connection[Any], kind: JobKind, storage: LocalStorage, *,
+def sweep(conn: psycopg.Connection[Any], kind: JobKind, storage: Storage, *,
           retention_seconds: float = 0) -> int:
     """Delete the files of ``kind`` jobs that may go; return how many went."""
     gone = 0
@@ -66,7 +66,7 @@ class Sweeper:
         self.interval_seconds = interval_seconds
         self._lock = threading.Lock()
         self._next = 0.0  # monotonic time of the next sweep; 0: at the first chance
-        self._storages: tuple[LocalStorage, LocalStorage] | None = None
+        self._storages: tuple[Storage, Storage] | None = None
 
     def request(self) -> None:
         """Sweep at the next chance (a job just ended: its file may be due already)."""
@@ -80,7 +80,7 @@ class Sweeper:
                 return False
             self._next = now + self.interval_seconds
             if self._storages is None:  # built once: an S3 client is not free
-                self._storages = (LocalStorage(self.settings.upload_dir),
+                self._storages = (upload_storage(self.settings),
                                   export_storage(self.settings))
         uploads, exports = self._storages
         try:

@@ -29,7 +29,7 @@ from bulkport.jobs.runtime import Resources, run_claimed
 from bulkport.jobs.sweep import Sweeper
 from bulkport.records import Job
 from bulkport.status import JobKind
-from bulkport.storage import LocalStorage
+from bulkport.storage import upload_storage
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Worker:
         self.settings = settings
         self.url = url
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self.upload_storage = LocalStorage(settings.upload_dir)
+        self.upload_storage = upload_storage(settings)
         self.resources = Resources(settings, self.connect, self.upload_storage)
         self.stopping = stopping or threading.Event()
         self.busy = busy or Busy()

@@ -16,6 +16,8 @@
   ``***`` in every message and log line.
 * The worker's ``keep_going`` is polled while the file streams in: a cancelled
   job, a lost lease or a graceful stop ends the download (:class:`DownloadStopped`).
+* The file streams into upload storage (DATA_DIR, or the bucket as a multipart
+  upload: never whole in memory or on disk); a refusal of the bucket fails the job.
 * Size: ``BULKPORT_MAX_UPLOAD_BYTES`` (refused early from ``Content-Length``,
   counted while streaming). Time: ``BULKPORT_FETCH_TIMEOUT_SECONDS`` to connect and
   between reads, ``BULKPORT_FETCH_MAX_SECONDS`` for the whole download.
@@ -39,7 +41,7 @@ from urllib.parse import urljoin, urlsplit
 
 from bulkport.config import Settings
 from bulkport.errors import BadRequest, FetchFailed, PayloadTooLarge
-from bulkport.storage import LocalStorage, StoredFile
+from bulkport.storage import Storage, StorageError, StoredFile
 
 if TYPE_CHECKING:
     import httpx
@@ -192,7 +194,7 @@ def resolve_target(url: str, settings: Settings) -> Target:
     return Target(url, host, str(addresses[0]))
 
 
-def fetch(url: str, storage: LocalStorage, settings: Settings,
+def fetch(url: str, storage: Storage, settings: Settings,
           keep_going: Callable[[], bool] = lambda: True,
           check_every_seconds: float = CHECK_EVERY_SECONDS,
           head_bytes: int | None = None) -> StoredFile:
@@ -243,6 +245,9 @@ def fetch(url: str, storage: LocalStorage, settings: Settings,
         raise FetchFailed(f"refused to download {redact(url)}: {exc.message}") from None
     except PayloadTooLarge as exc:
         raise FetchFailed(f"the remote file is too large: {exc.message}") from None
+    except StorageError as exc:  # the bucket refused the file: say so, not "internal error"
+        raise FetchFailed(f"storing the download of {redact(url)} failed: {exc.message}"
+                          ) from None
     except httpx.ConnectTimeout:
         raise FetchFailed(f"downloading {redact(url)} failed: could not connect within "
                           f"{settings.fetch_timeout_seconds:g} s "

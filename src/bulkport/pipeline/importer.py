@@ -41,7 +41,7 @@ from bulkport.pipeline.validate import RecordValidator
 from bulkport.records import ImportJob
 from bulkport.resources import get_resource
 from bulkport.status import JobStatus
-from bulkport.storage import LocalStorage
+from bulkport.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ImportRun:
 
     job: ImportJob
     settings: Settings
-    storage: LocalStorage
+    storage: Storage
     connect: ConnFactory
     #: Where the run's progress goes, and whether it may go on.
     progress: ImportProgress
