@@ -182,12 +182,15 @@ async def drive(base: str, path: str, clients: int, seconds: float,
             "client_cpu_pct": round(100 * cpu / wall, 1)}
 
 
+#: In the command line of the API processes uvicorn starts (multiprocessing's spawn).
+SPAWNED = "multiprocessing.spawn"
+
+
 def api_processes(pid: int) -> list[psutil.Process]:
     """The processes answering HTTP: ``serve`` itself and, when it runs several API
-    processes, uvicorn's (the job workers, ``bulkport.jobs.processes``, are left out)."""
+    processes, uvicorn's (the job workers, ``bulkport.jobs.processes``, are not)."""
     serve = psutil.Process(pid)
-    return [serve, *(p for p in serve.children()
-                     if "bulkport.jobs.processes" not in " ".join(p.cmdline()))]
+    return [serve, *(p for p in serve.children() if SPAWNED in " ".join(p.cmdline()))]
 
 
 def api_cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -244,7 +247,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         # less sensitive than requests/s to what else the machine runs.
         "server_cpu_ms_per_request": round(
             1000 * (cpu_after - cpu_before) / max(1, len(lat_ms)), 3),
-        "api_processes": len(api) - (len(api) > 1),
+        "api_processes": max(1, len(api) - 1),
         "client_cpu_pct": result["client_cpu_pct"],
         "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(load_after, 2),
         "cpus": os.cpu_count(),

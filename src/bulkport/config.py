@@ -64,7 +64,7 @@ class Settings:
     api_processes: int = setting(
         1, "API processes `serve` runs on its port (each with its own pool)", ge=1)
     status_threads: int = setting(
-        8, "Threads answering `GET /v1/imports/{id}` at once, per API process", ge=1)
+        4, "Threads answering `GET /v1/imports/{id}` at once, per API process", ge=1)
     lease_seconds: float = setting(30.0, "Job lease; renewed by live workers", gt=0)
     poll_interval_seconds: float = setting(0.5, "Idle worker poll interval", gt=0)
     max_upload_bytes: int = setting(
