@@ -35,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from bulkport import db
-    from bulkport.api.app import create_app
+    from bulkport.api.app import create_app, freeze_startup_objects
     from bulkport.config import get_settings
     from bulkport.jobs.processes import WorkerPool
     from bulkport.jobs.worker import GIL_SWITCH_SECONDS
@@ -73,7 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             uvicorn.run("bulkport.api.app:serve_app", factory=True,
                         workers=settings.api_processes, **server)
         else:
-            uvicorn.run(create_app(settings, url), **server)
+            app = create_app(settings, url)
+            freeze_startup_objects()
+            uvicorn.run(app, **server)
     finally:
         pool.stop()
 

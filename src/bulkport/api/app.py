@@ -40,13 +40,6 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
         pool = db.open_pool(db_url, settings)
         app.state.bulkport = AppState(settings=settings, url=db_url, pool=pool,
                                       uploads=LocalStorage(settings.upload_dir))
-        # The objects built so far (modules, the app, its routes and models) live as
-        # long as the process: out of the collector's sight, a full collection no
-        # longer walks them (~45 ms each on a busy 2-core machine, a pause every
-        # request in flight waited through; bench/README.md, "Status reads").
-        # Collected first, so that no garbage of before is kept for good.
-        gc.collect()
-        gc.freeze()
         try:
             yield
         finally:
@@ -90,4 +83,19 @@ def serve_app() -> FastAPI:
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    return create_app(settings)
+    app = create_app(settings)
+    freeze_startup_objects()
+    return app
+
+
+def freeze_startup_objects() -> None:
+    """Keep what a server process has built so far out of the garbage collector's sight.
+
+    The modules, the app, its routes and models live as long as the process; a full
+    collection walked them all (~80,000 objects, ~45 ms on a busy 2-core machine), a
+    pause every request in flight waited through (bench/README.md, "Status reads").
+    Collected first, so that no garbage of the start-up is kept for good. Only the
+    server processes call this, once: an app built in-process (tests) is left alone.
+    """
+    gc.collect()
+    gc.freeze()
