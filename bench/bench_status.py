@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed-rows", type=int, default=2_000,
                    help="records of the finished job read on an idle server (default 2,000)")
     p.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
+    p.add_argument("--api-processes", type=int, default=None,
+                   help="BULKPORT_API_PROCESSES of the server (default: the server's, 1)")
     p.add_argument("--httpx", action="store_true",
                    help="send the requests with httpx.AsyncClient instead of the bare client")
     p.add_argument("--seed", type=int, default=1)
@@ -180,12 +182,30 @@ async def drive(base: str, path: str, clients: int, seconds: float,
             "client_cpu_pct": round(100 * cpu / wall, 1)}
 
 
+#: In the command line of the API processes uvicorn starts (multiprocessing's spawn).
+SPAWNED = "multiprocessing.spawn"
+
+
+def api_processes(pid: int) -> list[psutil.Process]:
+    """The processes answering HTTP: ``serve`` itself and, when it runs several API
+    processes, uvicorn's (the job workers, ``bulkport.jobs.processes``, are not)."""
+    serve = psutil.Process(pid)
+    return [serve, *(p for p in serve.children() if SPAWNED in " ".join(p.cmdline()))]
+
+
+def api_cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User + system CPU of ``processes`` so far."""
+    return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
+
+
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     seed_file = users_file(work, "seed", args.seed_rows, args.seed)
     big_file = users_file(work, "big", args.rows, args.seed) if args.during_import else None
     with postgres(work, args.keep) as (uri, _pgdata):
         url = create_database(uri, "bench_status")
         env = {"BULKPORT_RATE_LIMIT_PER_MINUTE": "0"}
+        if args.api_processes is not None:
+            env["BULKPORT_API_PROCESSES"] = str(args.api_processes)
         with bulkport_server(url, work, args.workers, None, env) as (base, proc), \
                 httpx.Client(base_url=base, timeout=httpx.Timeout(600.0)) as http:
             seed_id = start_import(http, seed_file)
@@ -199,11 +219,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 wait_job(http, f"/v1/imports/{import_id}", {"processing", *TERMINAL})
             path = {"import": f"/v1/imports/{import_id}", "list": "/v1/imports?limit=20",
                     "export": f"/v1/exports/{export_id}"}[args.endpoint]
-            server = psutil.Process(proc.pid)  # the API process (workers are others)
-            load_before, cpu_before = os.getloadavg()[0], server.cpu_times()
+            api = api_processes(proc.pid)
+            load_before, cpu_before = os.getloadavg()[0], api_cpu_seconds(api)
             result = asyncio.run(drive(base, path, args.clients, args.seconds,
                                        args.httpx))
-            load_after, cpu_after = os.getloadavg()[0], server.cpu_times()
+            load_after, cpu_after = os.getloadavg()[0], api_cpu_seconds(api)
             job = http.get(f"/v1/imports/{import_id}").json()
             body_bytes = len(http.get(path).content)
     lat_ms = [x * 1000 for x in result["latencies"]]
@@ -226,8 +246,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         # CPU of the API process per request (warm-up included, so slightly high):
         # less sensitive than requests/s to what else the machine runs.
         "server_cpu_ms_per_request": round(
-            1000 * (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system)
-            / max(1, len(lat_ms)), 3),
+            1000 * (cpu_after - cpu_before) / max(1, len(lat_ms)), 3),
+        "api_processes": max(1, len(api) - 1),
         "client_cpu_pct": result["client_cpu_pct"],
         "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(load_after, 2),
         "cpus": os.cpu_count(),

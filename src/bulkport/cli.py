@@ -35,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from bulkport import db
-    from bulkport.api.app import create_app
+    from bulkport.api.app import create_app, freeze_startup_objects
     from bulkport.config import get_settings
     from bulkport.jobs.processes import WorkerPool
     from bulkport.jobs.worker import GIL_SWITCH_SECONDS
@@ -57,12 +57,25 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # ``pool.stop()``: the workers were orphaned mid-job instead of finishing their
     # batch and handing the job back. Turn SIGTERM into SystemExit so ``finally`` runs.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # ws="none": the API has no WebSocket route, so the server need not load a
+    # WebSocket implementation (memory held for nothing, bench/README.md).
+    server: dict[str, Any] = {
+        "host": args.host or settings.host, "port": args.port or settings.port,
+        "log_config": None, "access_log": False, "timeout_graceful_shutdown": 10,
+        "ws": "none"}
     try:
-        # ws="none": the API has no WebSocket route, so the server need not load a
-        # WebSocket implementation (memory held for nothing, bench/README.md).
-        uvicorn.run(create_app(settings, url), host=args.host or settings.host,
-                    port=args.port or settings.port, log_config=None, access_log=False,
-                    timeout_graceful_shutdown=10, ws="none")
+        if settings.api_processes > 1:
+            # uvicorn's workers: processes started afresh (spawn) that share the
+            # listening socket, each building the app with serve_app. They read their
+            # settings from the environment, as this process did; the database URL
+            # too, so that they join this database (migrated above) without starting one.
+            os.environ["BULKPORT_DATABASE_URL"] = url
+            uvicorn.run("bulkport.api.app:serve_app", factory=True,
+                        workers=settings.api_processes, **server)
+        else:
+            app = create_app(settings, url)
+            freeze_startup_objects()
+            uvicorn.run(app, **server)
     finally:
         pool.stop()
 

@@ -61,6 +61,10 @@ class Settings:
     batch_size: int = setting(10_000, "Records per committed batch", ge=1, le=100_000)
     pool_min_size: int = setting(1, "API connection pool minimum", ge=0)
     pool_max_size: int = setting(10, "API connection pool maximum", ge=1)
+    api_processes: int = setting(
+        1, "API processes `serve` runs on its port (each with its own pool)", ge=1)
+    status_threads: int = setting(
+        4, "Threads answering `GET /v1/imports/{id}` at once, per API process", ge=1)
     lease_seconds: float = setting(30.0, "Job lease; renewed by live workers", gt=0)
     poll_interval_seconds: float = setting(0.5, "Idle worker poll interval", gt=0)
     max_upload_bytes: int = setting(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
+import random
 import re
 import uuid
 from typing import Any
@@ -25,6 +27,17 @@ REQUEST_ID_HEADER = "x-request-id"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None)
+
+# Generated request ids are uuid4s drawn from a generator seeded from os.urandom, not
+# uuid.uuid4(): its os.urandom per request is a system call that releases the GIL,
+# and the event loop then waited for a status-read thread to hand it back
+# (bench/README.md, "Status reads"). An id only correlates log lines; it is no secret.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)  # a forked child must not repeat ids
+
+
+def new_request_id() -> str:
+    return uuid.UUID(int=_ids.getrandbits(128), version=4).hex
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -105,7 +118,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        rid = given if _SAFE_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = given if _SAFE_ID.fullmatch(given) else new_request_id()
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
 

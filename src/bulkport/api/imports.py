@@ -102,6 +102,13 @@ def list_imports(state: State, query: Annotated[ImportListQuery, Query()]) -> JS
 
 @router.get("/{job_id}", response_model=ImportJob, responses=ERRORS, summary="Import status")
 def get_import(job_id: JobId, state: State) -> JSONResponse:
+    # Documents the route; the requests themselves are answered by the lean route of
+    # bulkport.api.status_route, which calls import_status_response as this does.
+    return import_status_response(state, job_id)
+
+
+def import_status_response(state: AppState, job_id: str) -> JSONResponse:
+    """The answer to ``GET /v1/imports/{job_id}`` (``job_id`` already valid_job_id'd)."""
     held = state.first_errors.get(job_id)
     with state.conn() as conn:  # one query: the job, and its first errors unless held
         job, first = service.import_status(conn, job_id, first_errors=FIRST_ERRORS,

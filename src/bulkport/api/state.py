@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,13 @@ class AppState:
     uploads: Storage
     #: Encoded first error entries of import jobs, between status reads.
     first_errors: FirstErrorsCache = field(default_factory=FirstErrorsCache)
+    #: The threads of the polled status reads (``settings.status_threads``; see
+    #: bulkport.api.status_route), apart from anyio's threadpool of the other routes.
+    status_threads: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.status_threads = ThreadPoolExecutor(self.settings.status_threads,
+                                                 thread_name_prefix="bulkport-status")
 
     @contextmanager
     def conn(self) -> Iterator[psycopg.Connection[Any]]:
