@@ -1,0 +1,169 @@
+"""One chunk of a split import, or its tail: read → validate → hold back → stage → load.
+
+A chunk reads its byte range of the stored file (``storage.open_read(key, start,
+end)``) with the header the job recorded, numbers its records after the chunk's
+``first_row`` (so every row equals the one-stream row), skips the records up to
+its checkpoint, and commits batch by batch like the one-stream importer: the
+batch's rows, rejected records, held records, the chunk's checkpoint and the
+job's counters in one transaction, guarded by the chunk's owner.
+
+Held records (:class:`Holder`) are the valid records whose id or natural key hash
+is hot (found in more than one chunk, :mod:`bulkport.pipeline.split`), and every
+later record of the chunk sharing a hash with one held before. The tail loads
+them, in row order, with the same validator, stager and loader, once every chunk
+is done. docs/imports.md ("Chunked imports") argues why the outcome is the one
+of a single stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import dropwhile, islice
+from typing import IO, Any
+
+import orjson
+import psycopg
+
+from bulkport.config import Settings
+from bulkport.pipeline.csvreader import read_csv_body
+from bulkport.pipeline.headers import match_columns
+from bulkport.pipeline.importer import ConnFactory, _prefetch, _take
+from bulkport.pipeline.load import Loader, load_rounds
+from bulkport.pipeline.ndjson import read_ndjson
+from bulkport.pipeline.progress import BatchProgress, ChunkProgress
+from bulkport.pipeline.split import ChunkWork, KeyHasher
+from bulkport.pipeline.stage import Stager, prepare
+from bulkport.pipeline.types import Mode, PreparedBatch, RawRecord, ValidRecord
+from bulkport.pipeline.validate import RecordValidator
+from bulkport.records import ImportJob
+from bulkport.resources import get_resource
+from bulkport.resources.base import Resource
+from bulkport.status import JobStatus
+from bulkport.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+#: Held records read per query by the tail.
+HELD_PAGE = 5_000
+
+
+@dataclass
+class ChunkRun:
+    job: ImportJob
+    work: ChunkWork
+    settings: Settings
+    storage: LocalStorage
+    connect: ConnFactory
+    progress: ChunkProgress
+
+
+class Holder:
+    """Decides which valid records of a chunk wait for the tail."""
+
+    def __init__(self, resource: Resource, hot: frozenset[int]) -> None:
+        self.hasher = KeyHasher(resource)
+        self.hot = hot
+        #: Hashes of the records this chunk held: later sharers wait too (closure).
+        self.held: set[int] = set()
+
+    def split(self, valid: list[ValidRecord]) -> tuple[list[ValidRecord], list[ValidRecord]]:
+        """``(loaded now, held)``, each in file order."""
+        if not self.hot:
+            return valid, []
+        keep: list[ValidRecord] = []
+        held: list[ValidRecord] = []
+        hot, mine, hashes = self.hot, self.held, self.hasher.valid_hashes
+        for rec in valid:
+            hs = hashes(rec.values)
+            if any(h in hot or h in mine for h in hs):
+                mine.update(hs)
+                held.append(rec)
+            else:
+                keep.append(rec)
+        return keep, held
+
+
+def run_chunk(run: ChunkRun) -> bool:
+    """Process the chunk to its end: True when done, False when it stopped unfinished
+    (cancelled, handed back); :class:`~bulkport.errors.LeaseLost` when taken over."""
+    job, work = run.job, run.work
+    resource = get_resource(job.resource)
+    columns = job.columns
+    fields = match_columns(columns, resource, job.column_map) if columns is not None else None
+    validator = RecordValidator(resource, columns, fields=fields, column_map=job.column_map,
+                                delimiter=job.delimiter or ",")
+    stager = Stager(resource, Mode.INSERT, work.defaults)
+    with run.connect() as data:
+        loader = Loader(data, resource, Mode.INSERT)
+        if work.is_tail:
+            batches = _prefetch(_tail_batches(run, validator, stager))
+            return _load(run, batches, stager, loader, data)
+        assert job.file_key is not None
+        with run.storage.open_read(job.file_key, work.start_byte, work.end_byte) as raw:
+            holder = Holder(resource, work.hot)
+            batches = _prefetch(_chunk_batches(run, raw, validator, stager, holder))
+            return _load(run, batches, stager, loader, data)
+
+
+def _records(run: ChunkRun, raw: IO[bytes]) -> Iterator[RawRecord]:
+    job, work, limit = run.job, run.work, run.settings.max_line_bytes
+    if job.format == "csv":
+        records = read_csv_body(raw, job.columns or [], job.delimiter or ",", limit)
+    else:
+        records = read_ndjson(raw, limit)
+    offset = work.first_row
+    for rec in records:
+        rec.row += offset
+        yield rec
+
+
+def _chunk_batches(run: ChunkRun, raw: IO[bytes], validator: RecordValidator,
+                   stager: Stager, holder: Holder) -> Iterator[PreparedBatch]:
+    work = run.work
+    # Resume: the records up to the chunk's checkpoint were committed by an earlier run.
+    records = dropwhile(lambda r: r.row <= work.checkpoint, _records(run, raw))
+    while part := _take(records, run.settings.batch_size, raw):
+        valid, rejected = validator.validate(part)
+        valid, held = holder.split(valid)
+        yield PreparedBatch(rejected, stager.stage(valid), checkpoint=part[-1].row,
+                            bytes_processed=raw.tell() - work.start_byte, size=len(part),
+                            held=held)
+
+
+def _tail_batches(run: ChunkRun, validator: RecordValidator, stager: Stager
+                  ) -> Iterator[PreparedBatch]:
+    records = _held(run.progress, run.work.checkpoint)
+    while part := list(islice(records, run.settings.batch_size)):
+        yield prepare(validator, stager, part, checkpoint=part[-1].row, bytes_processed=0)
+
+
+def _held(progress: ChunkProgress, after: int) -> Iterator[RawRecord]:
+    while page := progress.held_records(after, HELD_PAGE):
+        for row, blob in page:
+            yield RawRecord(row, orjson.loads(blob), None)
+        after = page[-1][0]
+
+
+def _load(run: ChunkRun, batches: Iterator[PreparedBatch], stager: Stager, loader: Loader,
+          data: psycopg.Connection[Any]) -> bool:
+    for batch in batches:
+        with data.transaction():
+            rejected = batch.rejected + load_rounds(loader, stager, batch)
+            counts = Counter(e.code for rej in rejected for e in rej.errors)
+            status = run.progress.commit_batch(data, BatchProgress(
+                checkpoint=batch.checkpoint, bytes_processed=batch.bytes_processed,
+                processed=batch.size - len(batch.held), rejected=rejected,
+                error_counts=dict(counts),
+                held=[(r.row, orjson.dumps(r.data)) for r in batch.held]))
+        if status is JobStatus.CANCELLED:
+            log.info("import %s chunk %d cancelled at record %d", run.job.id, run.work.seq,
+                     batch.checkpoint)
+            return False
+        if run.progress.stop_requested():
+            log.info("import %s chunk %d handed back at record %d", run.job.id,
+                     run.work.seq, batch.checkpoint)
+            return False
+    return True
