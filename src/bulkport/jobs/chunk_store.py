@@ -53,6 +53,7 @@ class ChunkStore:
             if _one(conn, "insert_import_plan", {
                     "id": job_id, "owner": owner, "hot": list(plan.hot),
                     "defaults": Jsonb([list(d) for d in defaults]),
+                    "header_bytes": chunks[0].start_byte,
                     "lease_seconds": lease_seconds}) is None:
                 return False
             conn.execute(QUERIES["insert_import_chunks"], {

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import dropwhile, islice
 from typing import IO, Any
@@ -108,16 +108,24 @@ def run_chunk(run: ChunkRun) -> bool:
             return _load(run, batches, stager, loader, data)
 
 
-def _records(run: ChunkRun, raw: IO[bytes]) -> Iterator[RawRecord]:
-    job, work, limit = run.job, run.work, run.settings.max_line_bytes
-    if job.format == "csv":
-        records = read_csv_body(raw, job.columns or [], job.delimiter or ",", limit)
+def read_chunk(raw: IO[bytes], *, fmt: str | None, columns: Sequence[str] | None,
+               delimiter: str | None, first_row: int, max_line_bytes: int
+               ) -> Iterator[RawRecord]:
+    """The records of one chunk's byte range, numbered as in the whole file."""
+    if fmt == "csv":
+        records = read_csv_body(raw, columns or [], delimiter or ",", max_line_bytes)
     else:
-        records = read_ndjson(raw, limit)
-    offset = work.first_row
+        records = read_ndjson(raw, max_line_bytes)
     for rec in records:
-        rec.row += offset
+        rec.row += first_row
         yield rec
+
+
+def _records(run: ChunkRun, raw: IO[bytes]) -> Iterator[RawRecord]:
+    job = run.job
+    return read_chunk(raw, fmt=job.format, columns=job.columns, delimiter=job.delimiter,
+                      first_row=run.work.first_row,
+                      max_line_bytes=run.settings.max_line_bytes)
 
 
 def _chunk_batches(run: ChunkRun, raw: IO[bytes], validator: RecordValidator,

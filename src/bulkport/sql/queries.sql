@@ -214,10 +214,11 @@ WHERE id = %(id)s AND file_key = %(file_key)s;
 
 -- name: insert_import_plan
 -- Only while the planning worker still owns the job; the job's lease now bounds the
--- life of a cancelled job's last batches (extended by every chunk batch).
+-- life of a cancelled job's last batches (extended by every chunk batch). The bytes
+-- before the first chunk (a CSV header) count as processed.
 WITH job AS (
     UPDATE jobs SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-                    updated_at = now()
+                    bytes_processed = %(header_bytes)s, updated_at = now()
     WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing'
     RETURNING id
 )
