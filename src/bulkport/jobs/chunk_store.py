@@ -129,8 +129,13 @@ class ChunkStore:
             if job is None:
                 return None
             conn.execute(QUERIES["finish_chunk"], params)
+            conn.execute(QUERIES["drop_chunks"], params)
             conn.execute(QUERIES["delete_held_records"], params)
         return job
+
+    def drop(self, conn: Conn, job_id: str, owner: str | None) -> None:
+        """Drop the chunks of an ended job that are not done (and ``owner``'s in flight)."""
+        conn.execute(QUERIES["drop_chunks"], {"id": job_id, "owner": owner})
 
 
 CHUNKS = ChunkStore()

@@ -163,8 +163,8 @@ def run_chunk(claim: ChunkClaim, owner: str, res: Resources,
               stopping: Callable[[], bool] = lambda: False) -> ImportJob | None:
     """Run a chunk ``owner`` claimed; the job when this run finished it (the tail).
 
-    A chunk that stopped unfinished is handed back when a graceful stop was asked
-    (a cancelled job's chunks are left as they are: nothing claims them).
+    A chunk that stopped unfinished is dropped when its job was cancelled, else
+    handed back (a graceful stop).
     """
     from bulkport.pipeline.chunked import ChunkRun
     from bulkport.pipeline.chunked import run_chunk as run_chunk_pipeline
@@ -178,8 +178,7 @@ def run_chunk(claim: ChunkClaim, owner: str, res: Resources,
                                            storage=res.uploads, connect=res.connect,
                                            progress=progress))
         if not done:
-            if stopping():
-                service.release_chunk(conn, claim.job_id, seq, owner)
+            service.chunk_stopped(conn, claim.job_id, seq, owner)
             return None
         if claim.work.is_tail:
             return service.finish_split(conn, claim.job_id, seq, owner)

@@ -113,6 +113,7 @@ def cancel(connect: Connect, kind: JobKind, job_id: str) -> AnyJob:
     """
     with connect() as conn:
         job = job_from_row(STORE.cancel(conn, kind, job_id))
+        CHUNKS.drop(conn, job_id, None)  # a split import: its chunks not begun never run
     if not isinstance(job, ImportJob) or not _held(job):
         return job
     deadline = time.monotonic() + CANCEL_SETTLE_SECONDS
@@ -246,6 +247,13 @@ def held_records(conn: Conn, job_id: str, after_row: int, limit: int
 def chunk_done(conn: Conn, job_id: str, seq: int, owner: str) -> bool:
     """Mark a chunk done; False when it was no longer ``owner``'s."""
     return CHUNKS.finish_chunk(conn, job_id, seq, owner)
+
+
+def chunk_stopped(conn: Conn, job_id: str, seq: int, owner: str) -> None:
+    """A chunk stopped unfinished: dropped when its job ended (cancelled), else kept
+    for another worker (handed back when a graceful stop was asked)."""
+    CHUNKS.drop(conn, job_id, owner)
+    CHUNKS.release(conn, job_id, seq, owner)
 
 
 def release_chunk(conn: Conn, job_id: str, seq: int, owner: str) -> None:

@@ -22,8 +22,10 @@ CREATE TABLE import_chunks (
     end_byte          bigint NOT NULL,
     -- Row number of the chunk's first record, minus one.
     first_row         bigint NOT NULL,
+    -- dropped: never to run, its job ended (cancelled or failed) before it was done.
     status            text NOT NULL DEFAULT 'pending'
-        CONSTRAINT import_chunks_status_check CHECK (status IN ('pending', 'processing', 'done')),
+        CONSTRAINT import_chunks_status_check
+        CHECK (status IN ('pending', 'processing', 'done', 'dropped')),
     owner             text,
     lease_expires_at  timestamptz,
     attempts          integer NOT NULL DEFAULT 0,
@@ -36,7 +38,8 @@ CREATE TABLE import_chunks (
 );
 
 -- Claiming looks at the unfinished chunks only.
-CREATE INDEX import_chunks_open_idx ON import_chunks (job_id, seq) WHERE status <> 'done';
+CREATE INDEX import_chunks_open_idx ON import_chunks (job_id, seq)
+    WHERE status IN ('pending', 'processing');
 
 -- Records held back by their chunk (raw record as JSON), committed with the chunk's
 -- batch; the tail reads them in row order.

@@ -27,8 +27,8 @@ import itertools
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from typing import IO, Any
+from zlib import adler32, crc32
 
 import orjson
 
@@ -103,28 +103,50 @@ def not_split_reason(*, size: int | None, min_bytes: int, fmt: str | None, codec
 
 # --- hashing ids and natural keys ----------------------------------------------------------
 
-
-def stable_hash(tag: bytes, text: str) -> int:
-    """A signed 64-bit hash of ``text`` that is the same in every process (not ``hash``)."""
-    digest = blake2b(tag + text.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+#: Keys and ids are hashed apart (a key equal to an id is another value).
+_KEY_SALT = 0x5BD1E9955BD1E995
 
 
-def _norm(value: Any) -> str | None:
-    """A value coarser than the validator's: stripped and lower-cased.
+#: What ``str.strip()`` removes from ASCII text (``bytes.strip()`` keeps \x1c-\x1f).
+_ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def stable_hash(text: str | bytes) -> int:
+    """A signed 64-bit hash of ``text`` (UTF-8), the same in every process (``hash`` is
+    not): CRC-32 and Adler-32, two C functions, cheap enough for every record of the
+    pass. A collision only makes a value hot (a record held for the tail), never wrong."""
+    data = text if text.__class__ is bytes else text.encode(  # type: ignore[union-attr]
+        "utf-8", "surrogateescape")
+    return ((crc32(data) << 32) | adler32(data)) - (1 << 63)
+
+
+def key_hash(text: str | bytes) -> int:
+    return stable_hash(text) ^ _KEY_SALT
+
+
+def _norm_cell(cell: bytes) -> bytes:
+    """:func:`_norm` of a CSV cell, on its bytes: ASCII (nearly every cell) stays bytes."""
+    if cell.isascii():
+        return cell.strip(_ASCII_SPACE).lower()
+    return cell.decode("utf-8", "surrogateescape").strip().lower().encode(
+        "utf-8", "surrogateescape")
+
+
+def _norm(value: Any) -> str:
+    """A value coarser than the validator's: stripped and lower-cased ("" for none).
 
     Two values the stage compares as equal (an id as given; a key stripped,
     COPY-unescaped and lower-cased when case-insensitive) are equal here too, so
     the hash of a record's value is found whatever the validator makes of it.
     """
     if value is None or isinstance(value, bool | dict | list):
-        return None
-    text = (value if value.__class__ is str else str(value)).strip().lower()
-    return text or None
+        return ""
+    return (value if value.__class__ is str else str(value)).strip().lower()
 
 
 class KeyHasher:
-    """The hashes of a record's id and natural key, from the raw record or a valid one."""
+    """A record's id and natural key, normalised (:func:`_norm`), from the raw record or
+    a valid one; and their hashes."""
 
     def __init__(self, resource: Resource) -> None:
         self.resource = resource
@@ -132,33 +154,36 @@ class KeyHasher:
         names = resource.column_names
         self._key_index = [names.index(n) for n in resource.natural_key]
 
-    def hashes(self, get: Callable[[str], Any]) -> list[int]:
-        """Hashes of the id and key that ``get(field)`` gives (raw values)."""
-        out = []
-        rid = _norm(get("id"))
-        if rid is not None:
-            out.append(stable_hash(b"i\x00", rid))
+    def values(self, get: Callable[[str], Any]) -> tuple[str, str]:
+        """``(id, key)`` of the raw values ``get(field)`` gives ("": none)."""
+        key = ""
         if self.key_fields:
             parts = [_norm(get(n)) for n in self.key_fields]
-            if None not in parts:
-                out.append(stable_hash(b"k\x00", "\x1f".join(parts)))  # type: ignore[arg-type]
-        return out
+            key = "\x1f".join(parts) if all(parts) else ""
+        return _norm(get("id")), key
 
-    def valid_hashes(self, values: Sequence[str | None], id_given: bool = True) -> list[int]:
-        """The same hashes from a valid record's COPY text values."""
-        def unescaped(i: int) -> str | None:
-            v = values[i]
-            return copy_unescape(v) if v is not None and "\\" in v else v
+    def hashes(self, get: Callable[[str], Any]) -> list[int]:
+        """Hashes of the id and key that ``get(field)`` gives (raw values)."""
+        rid, key = self.values(get)
+        return _hashes(rid, key)
 
-        out = []
-        rid = _norm(values[0]) if id_given else None
-        if rid is not None:
-            out.append(stable_hash(b"i\x00", rid))
+    def valid_hashes(self, values: Sequence[str | None]) -> list[int]:
+        """The same hashes from a valid record's COPY text values (id None: generated)."""
+        key = ""
         if self._key_index:
-            parts = [_norm(unescaped(i)) for i in self._key_index]
-            if None not in parts:
-                out.append(stable_hash(b"k\x00", "\x1f".join(parts)))  # type: ignore[arg-type]
-        return out
+            parts = []
+            for i in self._key_index:
+                v = values[i]
+                parts.append(_norm(copy_unescape(v) if v is not None and "\\" in v else v))
+            key = "\x1f".join(parts) if all(parts) else ""
+        return _hashes(_norm(values[0]), key)
+
+
+def _hashes(rid: str, key: str) -> list[int]:
+    out = [stable_hash(rid)] if rid else []
+    if key:
+        out.append(key_hash(key))
+    return out
 
 
 # --- the pass -------------------------------------------------------------------------------
@@ -169,7 +194,7 @@ class _Odd(Exception):
 
 
 class _Cutter:
-    """Cuts chunks at record starts and gathers each chunk's distinct hashes."""
+    """Cuts chunks at record starts and gathers each chunk's distinct ids and keys."""
 
     def __init__(self, chunk_bytes: int) -> None:
         self.chunk_bytes = chunk_bytes
@@ -177,7 +202,10 @@ class _Cutter:
         self.start = -1
         self.first_row = 0
         self.rows = 0
-        self.current: set[int] = set()
+        #: The current chunk's distinct ids and keys (strings: cheap to add; hashed
+        #: once per distinct value when the chunk closes).
+        self.ids: set[str | bytes] = set()
+        self.keys: set[str | bytes] = set()
         self.done: list[array[int]] = []
 
     def record_at(self, offset: int) -> None:
@@ -190,10 +218,23 @@ class _Cutter:
             self.first_row = self.rows
         self.rows += 1
 
+    def add(self, rid: str, key: str) -> None:
+        if rid:
+            self.ids.add(rid)
+        if key:
+            self.keys.add(key)
+
     def _close(self, end: int) -> None:
         self.chunks.append(ChunkRange(len(self.chunks), self.start, end, self.first_row))
-        self.done.append(array("q", sorted(self.current)))
-        self.current = set()
+        for empty in ("", b""):
+            self.ids.discard(empty)
+            self.keys.discard(empty)
+        hashes = {stable_hash(v) for v in self.ids}
+        hashes.update([key_hash(v) for v in self.keys])
+        self.done.append(array("q", sorted(hashes)))
+        # Cleared in place: the scan holds on to these two sets.
+        self.ids.clear()
+        self.keys.clear()
 
     def finish(self, size: int) -> Plan | None:
         if self.start < 0:
@@ -244,11 +285,16 @@ def _scan_csv(stream: IO[bytes], cutter: _Cutter, hasher: KeyHasher, d: str,
     if not header or b'"' in _checked(header, limit):
         raise _Odd("no header, or a quoted header")
     offset = len(header)
+    # The first column feeding each field (as the validator reads it).
     position = {f: i for i, f in reversed(list(enumerate(fields))) if f}
     width = len(fields)
+    separators = width - 1
     sep = d.encode()
-    bd = d
     csv.field_size_limit(limit)  # as the reader sets it
+    id_at = position.get("id")
+    key_at = [position.get(f) for f in hasher.key_fields]
+    one_key = key_at[0] if len(key_at) == 1 else None
+    record_at, add, ids, keys = cutter.record_at, cutter.add, cutter.ids, cutter.keys
 
     def values_getter(values: list[str]) -> Callable[[str], Any]:
         def get(name: str) -> Any:
@@ -257,9 +303,10 @@ def _scan_csv(stream: IO[bytes], cutter: _Cutter, hasher: KeyHasher, d: str,
         return get
 
     while line := readline(limit + 1):
-        _checked(line, limit)
+        if len(line) > limit or b"\r" in line[:-2] or not line.endswith(b"\n"):
+            _checked(line, limit)
         if b'"' in line:
-            cutter.record_at(offset)
+            record_at(offset)
             used = [len(line)]
 
             def lines(first: bytes = line, used: list[int] = used) -> Iterator[str]:
@@ -269,19 +316,33 @@ def _scan_csv(stream: IO[bytes], cutter: _Cutter, hasher: KeyHasher, d: str,
                     yield nxt.decode("utf-8", "surrogateescape")
 
             try:
-                values = next(csv.reader(lines(), delimiter=bd, strict=False))
+                values = next(csv.reader(lines(), delimiter=d, strict=False))
             except (csv.Error, StopIteration):
                 raise _Odd("CSV error") from None
             offset += sum(used)
             if len(values) == width:
-                cutter.current.update(hasher.hashes(values_getter(values)))
+                add(*hasher.values(values_getter(values)))
             continue
-        if line.rstrip(b"\r\n"):
-            cutter.record_at(offset)
-            if line.count(sep) == width - 1:
-                text = line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
-                cutter.current.update(hasher.hashes(values_getter(text.split(bd))))
         offset += len(line)
+        body = line.rstrip(b"\r\n")
+        if not body:
+            continue  # blank line: not a record
+        record_at(offset - len(line))
+        if body.count(sep) != separators:
+            continue  # malformed: rejected whatever comes before or after
+        # The hot path, inlined: the id and key cells, stripped and lower-cased as
+        # bytes (hashed as the UTF-8 of the same text, see _norm_cell).
+        cells = body.split(sep)
+        if id_at is not None:
+            cell = cells[id_at]
+            ids.add(cell.strip(_ASCII_SPACE).lower() if cell.isascii() else _norm_cell(cell))
+        if one_key is not None:
+            cell = cells[one_key]
+            keys.add(cell.strip(_ASCII_SPACE).lower() if cell.isascii() else _norm_cell(cell))
+        elif key_at and None not in key_at:
+            parts = [_norm_cell(cells[i]) for i in key_at]  # type: ignore[index]
+            if all(parts):
+                keys.add(b"\x1f".join(parts))
     return offset
 
 
@@ -303,7 +364,7 @@ def _scan_ndjson(stream: IO[bytes], cutter: _Cutter, hasher: KeyHasher,
             except orjson.JSONDecodeError:
                 data = None
             if isinstance(data, dict):
-                cutter.current.update(hasher.hashes(remap(data).get))
+                cutter.add(*hasher.values(remap(data).get))
         offset += len(line)
     return offset
 

@@ -246,7 +246,7 @@ FROM (
       AND (o.status = 'pending' OR (o.status = 'processing' AND o.lease_expires_at < now()))
       AND (NOT o.is_tail OR NOT EXISTS (
           SELECT 1 FROM import_chunks d
-          WHERE d.job_id = o.job_id AND NOT d.is_tail AND d.status <> 'done'))
+          WHERE d.job_id = o.job_id AND NOT d.is_tail AND d.status IN ('pending', 'processing')))
       AND (SELECT count(*) FROM import_chunks f
            WHERE f.job_id = o.job_id AND f.status = 'processing'
              AND f.lease_expires_at >= now()) < %(max_in_flight)s
@@ -341,6 +341,15 @@ RETURNING *;
 
 -- name: delete_held_records
 DELETE FROM held_records WHERE job_id = %(id)s;
+
+-- name: drop_chunks
+-- The job ended (cancelled, failed): its chunks not done never run. A chunk still
+-- held by a worker is dropped by that worker once its batch in flight is in.
+UPDATE import_chunks SET status = 'dropped', lease_expires_at = NULL
+WHERE job_id = %(id)s
+  AND (status = 'pending' OR (status = 'processing' AND owner = %(owner)s))
+  AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = %(id)s
+              AND j.status IN ('cancelled', 'failed', 'completed', 'completed_with_errors'));
 
 -- name: health_check
 SELECT 1;
