@@ -216,13 +216,17 @@ def test_cancel_stops_every_chunk(clean_db: str, settings: Settings, tmp_path: P
         t.start()
     try:
         deadline = time.monotonic() + 60
-        while get_job(clean_db, job_id)["processed_records"] < 300:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        with db.connect(clean_db, autocommit=True) as c:
-            running = c.execute("SELECT count(*) FROM import_chunks WHERE job_id = %s"
+
+        def in_flight() -> int:
+            with db.connect(clean_db, autocommit=True) as c:
+                row = c.execute("SELECT count(*) FROM import_chunks WHERE job_id = %s"
                                 " AND status = 'processing'", (job_id,)).fetchone()
-        assert running is not None and running[0] >= 2, "several chunks were in flight"
+            return row[0] if row else 0
+
+        # Several chunks in flight, with batches committed.
+        while get_job(clean_db, job_id)["processed_records"] < 300 or in_flight() < 2:
+            assert time.monotonic() < deadline, "several chunks never ran at once"
+            time.sleep(0.02)
         service.cancel(lambda: db.connect(clean_db, autocommit=True), JobKind.IMPORT, job_id)
         time.sleep(2)  # a batch in flight commits; then nothing moves
         before = get_job(clean_db, job_id)

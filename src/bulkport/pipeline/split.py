@@ -22,13 +22,15 @@ No SQL and no job state here: the job runtime stores the plan.
 from __future__ import annotations
 
 import csv
-import heapq
+import io
 import itertools
+import re
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import IO, Any
-from zlib import adler32, crc32
+from zlib import crc32
 
 import orjson
 
@@ -103,45 +105,41 @@ def not_split_reason(*, size: int | None, min_bytes: int, fmt: str | None, codec
 
 # --- hashing ids and natural keys ----------------------------------------------------------
 
-#: Keys and ids are hashed apart (a key equal to an id is another value).
-_KEY_SALT = 0x5BD1E9955BD1E995
-
-
 #: What ``str.strip()`` removes from ASCII text (``bytes.strip()`` keeps \x1c-\x1f).
 _ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+#: A composite key's normalised parts are joined with this (no value holds it).
+_KEY_SEP = b"\x1f"
 
 
-def stable_hash(text: str | bytes) -> int:
-    """A signed 64-bit hash of ``text`` (UTF-8), the same in every process (``hash`` is
-    not): CRC-32 and Adler-32, two C functions, cheap enough for every record of the
-    pass. A collision only makes a value hot (a record held for the tail), never wrong."""
-    data = text if text.__class__ is bytes else text.encode(  # type: ignore[union-attr]
-        "utf-8", "surrogateescape")
-    return ((crc32(data) << 32) | adler32(data)) - (1 << 63)
+def stable_hash(value: bytes) -> int:
+    """The hash of a normalised id or key, the same in every process (``hash`` is not).
 
-
-def key_hash(text: str | bytes) -> int:
-    return stable_hash(text) ^ _KEY_SALT
+    CRC-32: one C call, mapped over a chunk's distinct values at once. Ids and keys
+    share the space, and a collision only makes a value hot (a record held for the
+    tail), never a wrong result: about N²/2³³ extra hot values for N distinct values.
+    """
+    return crc32(value)
 
 
 def _norm_cell(cell: bytes) -> bytes:
-    """:func:`_norm` of a CSV cell, on its bytes: ASCII (nearly every cell) stays bytes."""
+    """:func:`_norm` of a CSV cell, on its bytes (the UTF-8 of the normalised text)."""
     if cell.isascii():
         return cell.strip(_ASCII_SPACE).lower()
     return cell.decode("utf-8", "surrogateescape").strip().lower().encode(
         "utf-8", "surrogateescape")
 
 
-def _norm(value: Any) -> str:
-    """A value coarser than the validator's: stripped and lower-cased ("" for none).
+def _norm(value: Any) -> bytes:
+    """A value coarser than the validator's: stripped and lower-cased (b"" for none).
 
     Two values the stage compares as equal (an id as given; a key stripped,
     COPY-unescaped and lower-cased when case-insensitive) are equal here too, so
     the hash of a record's value is found whatever the validator makes of it.
     """
     if value is None or isinstance(value, bool | dict | list):
-        return ""
-    return (value if value.__class__ is str else str(value)).strip().lower()
+        return b""
+    text = value if value.__class__ is str else str(value)
+    return text.strip().lower().encode("utf-8", "surrogateescape")
 
 
 class KeyHasher:
@@ -154,39 +152,35 @@ class KeyHasher:
         names = resource.column_names
         self._key_index = [names.index(n) for n in resource.natural_key]
 
-    def values(self, get: Callable[[str], Any]) -> tuple[str, str]:
-        """``(id, key)`` of the raw values ``get(field)`` gives ("": none)."""
-        key = ""
+    def values(self, get: Callable[[str], Any]) -> tuple[bytes, bytes]:
+        """``(id, key)`` of the raw values ``get(field)`` gives (b"": none)."""
+        key = b""
         if self.key_fields:
             parts = [_norm(get(n)) for n in self.key_fields]
-            key = "\x1f".join(parts) if all(parts) else ""
+            key = _KEY_SEP.join(parts) if all(parts) else b""
         return _norm(get("id")), key
 
     def hashes(self, get: Callable[[str], Any]) -> list[int]:
         """Hashes of the id and key that ``get(field)`` gives (raw values)."""
-        rid, key = self.values(get)
-        return _hashes(rid, key)
+        return [stable_hash(v) for v in self.values(get) if v]
 
     def valid_hashes(self, values: Sequence[str | None]) -> list[int]:
         """The same hashes from a valid record's COPY text values (id None: generated)."""
-        key = ""
+        key = b""
         if self._key_index:
             parts = []
             for i in self._key_index:
                 v = values[i]
                 parts.append(_norm(copy_unescape(v) if v is not None and "\\" in v else v))
-            key = "\x1f".join(parts) if all(parts) else ""
-        return _hashes(_norm(values[0]), key)
-
-
-def _hashes(rid: str, key: str) -> list[int]:
-    out = [stable_hash(rid)] if rid else []
-    if key:
-        out.append(key_hash(key))
-    return out
+            key = _KEY_SEP.join(parts) if all(parts) else b""
+        rid = _norm(values[0])
+        return [stable_hash(v) for v in (rid, key) if v]
 
 
 # --- the pass -------------------------------------------------------------------------------
+
+#: The pass reads this much at a time (less when chunks are smaller), to a line end.
+BLOCK_BYTES = 1 << 20
 
 
 class _Odd(Exception):
@@ -194,7 +188,8 @@ class _Odd(Exception):
 
 
 class _Cutter:
-    """Cuts chunks at record starts and gathers each chunk's distinct ids and keys."""
+    """Cuts chunks at block starts (record boundaries) and gathers each chunk's distinct
+    ids and keys, hashed once per distinct value when the chunk closes."""
 
     def __init__(self, chunk_bytes: int) -> None:
         self.chunk_bytes = chunk_bytes
@@ -202,44 +197,37 @@ class _Cutter:
         self.start = -1
         self.first_row = 0
         self.rows = 0
-        #: The current chunk's distinct ids and keys (strings: cheap to add; hashed
-        #: once per distinct value when the chunk closes).
-        self.ids: set[str | bytes] = set()
-        self.keys: set[str | bytes] = set()
+        self.values: set[bytes] = set()
         self.done: list[array[int]] = []
 
-    def record_at(self, offset: int) -> None:
-        """A record starts at ``offset``: cut before it when the chunk is full."""
+    def at(self, offset: int) -> None:
+        """A record boundary: cut there when the chunk is full and holds a record."""
         if self.start < 0:
             self.start = offset
-        elif offset - self.start >= self.chunk_bytes:
+        elif offset - self.start >= self.chunk_bytes and self.rows > self.first_row:
             self._close(offset)
             self.start = offset
             self.first_row = self.rows
-        self.rows += 1
 
-    def add(self, rid: str, key: str) -> None:
-        if rid:
-            self.ids.add(rid)
-        if key:
-            self.keys.add(key)
+    def record_at(self, offset: int) -> None:
+        """A record starts at ``offset`` (line by line: NDJSON)."""
+        self.at(offset)
+        self.rows += 1
 
     def _close(self, end: int) -> None:
         self.chunks.append(ChunkRange(len(self.chunks), self.start, end, self.first_row))
-        for empty in ("", b""):
-            self.ids.discard(empty)
-            self.keys.discard(empty)
-        hashes = {stable_hash(v) for v in self.ids}
-        hashes.update([key_hash(v) for v in self.keys])
-        self.done.append(array("q", sorted(hashes)))
-        # Cleared in place: the scan holds on to these two sets.
-        self.ids.clear()
-        self.keys.clear()
+        self.values.discard(b"")
+        self.done.append(array("q", sorted(map(crc32, self.values))))  # stable_hash, in C
+        self.values.clear()  # in place: the scan holds on to this set
 
     def finish(self, size: int) -> Plan | None:
-        if self.start < 0:
+        if self.start < 0 or self.rows == 0:
             return None
-        self._close(size)
+        if self.rows > self.first_row:
+            self._close(size)
+        else:  # only blank lines after the last cut: they end the last chunk
+            last = self.chunks.pop()
+            self.chunks.append(ChunkRange(last.seq, last.start_byte, size, last.first_row))
         if len(self.chunks) < 2:
             return None
         return Plan(self.chunks, _hot(self.done), self.rows)
@@ -247,8 +235,8 @@ class _Cutter:
 
 def _hot(per_chunk: list[array[int]]) -> list[int]:
     """Hashes present in two or more chunks (each chunk's list is sorted and distinct)."""
-    return [value for value, group in itertools.groupby(heapq.merge(*per_chunk))
-            if sum(1 for _ in group) > 1]
+    every = sorted(itertools.chain.from_iterable(per_chunk))
+    return sorted({a for a, b in itertools.pairwise(every) if a == b})
 
 
 def plan(stream: IO[bytes], resource: Resource, *, fmt: str, chunk_bytes: int,
@@ -261,7 +249,8 @@ def plan(stream: IO[bytes], resource: Resource, *, fmt: str, chunk_bytes: int,
     hasher = KeyHasher(resource)
     try:
         if fmt == "csv":
-            size = _scan_csv(stream, cutter, hasher, delimiter, fields or [], max_line_bytes)
+            size = _CsvScan(stream, cutter, hasher, delimiter, fields or [],
+                            max_line_bytes).run()
         else:
             size = _scan_ndjson(stream, cutter, hasher, column_map, max_line_bytes)
     except _Odd:
@@ -278,72 +267,167 @@ def _checked(line: bytes, limit: int) -> bytes:
     return line
 
 
-def _scan_csv(stream: IO[bytes], cutter: _Cutter, hasher: KeyHasher, d: str,
-              fields: Sequence[str | None], limit: int) -> int:
-    readline = stream.readline
-    header = readline(limit + 1)
-    if not header or b'"' in _checked(header, limit):
-        raise _Odd("no header, or a quoted header")
-    offset = len(header)
-    # The first column feeding each field (as the validator reads it).
-    position = {f: i for i, f in reversed(list(enumerate(fields))) if f}
-    width = len(fields)
-    separators = width - 1
-    sep = d.encode()
-    csv.field_size_limit(limit)  # as the reader sets it
-    id_at = position.get("id")
-    key_at = [position.get(f) for f in hasher.key_fields]
-    one_key = key_at[0] if len(key_at) == 1 else None
-    record_at, add, ids, keys = cutter.record_at, cutter.add, cutter.ids, cutter.keys
+class _CsvScan:
+    """The CSV pass: block by block; a block without quotes nor bare carriage returns
+    (nearly all) is counted and its id/key cells taken by C code (``split``,
+    ``count``, one regular expression), any other block line by line as
+    ``csv.reader`` reads it."""
 
-    def values_getter(values: list[str]) -> Callable[[str], Any]:
+    def __init__(self, stream: IO[bytes], cutter: _Cutter, hasher: KeyHasher, d: str,
+                 fields: Sequence[str | None], limit: int) -> None:
+        self.stream, self.cutter, self.hasher, self.d = stream, cutter, hasher, d
+        self.limit = limit
+        # The first column feeding each field (as the validator reads it).
+        self.position = {f: i for i, f in reversed(list(enumerate(fields))) if f}
+        self.width = len(fields)
+        wanted = ["id", *hasher.key_fields]
+        self.wanted = [self.position.get(f) for f in wanted]
+        positions = sorted({i for i in self.wanted if i is not None})
+        self.cells = _cells_pattern(positions, d.encode())
+        #: The pattern's group of each wanted column.
+        self.group = {p: g for g, p in enumerate(positions)}
+        self.block = min(BLOCK_BYTES, max(1, cutter.chunk_bytes))
+
+    def run(self) -> int:
+        stream, limit = self.stream, self.limit
+        header = stream.readline(limit + 1)
+        if not header or b'"' in _checked(header, limit):
+            raise _Odd("no header, or a quoted header")
+        csv.field_size_limit(limit)  # as the reader sets it
+        offset = len(header)
+        while block := stream.read(self.block):
+            if not block.endswith(b"\n"):
+                block += stream.readline(limit + 1)
+            self.cutter.at(offset)
+            if block.count(b"\r") != block.count(b"\r\n"):
+                offset = self._slow(block, offset)  # says whether a bare CR is fine
+                continue
+            # Plain stretches in C; each record starting on a line with a quote as
+            # csv.reader reads it (it may read on past the block).
+            pos, size = 0, len(block)
+            while pos < size:
+                quote = block.find(b'"', pos)
+                end = size if quote < 0 else max(pos, block.rfind(b"\n", pos, quote) + 1)
+                if end > pos:
+                    part = block[pos:end]
+                    offset = offset + len(part) if self._fast(part) else self._slow(part, offset)
+                    pos = end
+                if quote >= 0:
+                    pos, offset = self._quoted(block, pos, offset)
+        return offset
+
+    def _quoted(self, block: bytes, pos: int, offset: int) -> tuple[int, int]:
+        """The record starting on the line at ``pos`` (which holds a quote); returns the
+        position after it in ``block`` (its end when it read on) and the new offset."""
+        buf = io.BytesIO(block)
+        buf.seek(pos)
+        stream, limit = self.stream, self.limit
+        beyond = [False]
+
+        def readline(size: int) -> bytes:
+            line = buf.readline(size)
+            if not line:
+                beyond[0] = True
+                line = stream.readline(size)
+            return line
+
+        offset = self._quoted_record(readline, _checked(readline(limit + 1), limit), offset)
+        return (len(block) if beyond[0] else buf.tell()), offset
+
+    def _quoted_record(self, readline: Callable[[int], bytes], line: bytes, offset: int
+                       ) -> int:
+        limit = self.limit
+        self.cutter.rows += 1
+        used = [len(line)]
+
+        def lines() -> Iterator[str]:
+            yield line.decode("utf-8", "surrogateescape")
+            while nxt := readline(limit + 1):
+                used.append(len(_checked(nxt, limit)))
+                yield nxt.decode("utf-8", "surrogateescape")
+
+        try:
+            values = next(csv.reader(lines(), delimiter=self.d, strict=False))
+        except (csv.Error, StopIteration):
+            raise _Odd("CSV error") from None
+        if len(values) == self.width:
+            self.cutter.values.update(self.hasher.values(self._getter(values)))
+        return offset + sum(used)
+
+    def _getter(self, values: list[str]) -> Callable[[str], Any]:
+        position = self.position
+
         def get(name: str) -> Any:
             i = position.get(name)
             return values[i] if i is not None else None
         return get
 
-    while line := readline(limit + 1):
-        if len(line) > limit or b"\r" in line[:-2] or not line.endswith(b"\n"):
-            _checked(line, limit)
-        if b'"' in line:
-            record_at(offset)
-            used = [len(line)]
+    def _fast(self, block: bytes) -> bool:
+        lines = block.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        if max(map(len, lines), default=0) >= self.limit:
+            return False  # the line by line pass says why (or that it is fine)
+        self.cutter.rows += len(lines) - lines.count(b"") - lines.count(b"\r")
+        if self.cells is None:
+            return True
+        # Lower-cased as one block; each distinct cell stripped (and non-ASCII ones
+        # normalised as text) after: nearly every cell is ASCII and stripped already.
+        found = self.cells.findall(block.lower())
+        one_group = self.cells.groups == 1
+        group, space = self.group, _ASCII_SPACE
+        values = self.cutter.values
+        id_at, *key_at = self.wanted
+        single = [id_at] + (key_at if len(key_at) == 1 else [])
+        for at in single:
+            if at is not None:
+                got = set(found if one_group else map(itemgetter(group[at]), found))
+                values.update([v.strip(space) if v.isascii() else _norm_cell(v) for v in got])
+        if len(key_at) > 1 and None not in key_at:
+            for row in found:
+                parts = [_norm_cell(row[group[i]]) for i in key_at]  # type: ignore[index]
+                if all(parts):
+                    values.add(_KEY_SEP.join(parts))
+        return True
 
-            def lines(first: bytes = line, used: list[int] = used) -> Iterator[str]:
-                yield first.decode("utf-8", "surrogateescape")
-                while nxt := readline(limit + 1):
-                    used.append(len(_checked(nxt, limit)))
-                    yield nxt.decode("utf-8", "surrogateescape")
+    def _slow(self, block: bytes, offset: int) -> int:
+        """Line by line, as the reader reads; a quoted record may read past the block."""
+        buf = io.BytesIO(block)
+        stream, limit, d, width, cutter = self.stream, self.limit, self.d, self.width, self.cutter
 
-            try:
-                values = next(csv.reader(lines(), delimiter=d, strict=False))
-            except (csv.Error, StopIteration):
-                raise _Odd("CSV error") from None
-            offset += sum(used)
-            if len(values) == width:
-                add(*hasher.values(values_getter(values)))
-            continue
-        offset += len(line)
-        body = line.rstrip(b"\r\n")
-        if not body:
-            continue  # blank line: not a record
-        record_at(offset - len(line))
-        if body.count(sep) != separators:
-            continue  # malformed: rejected whatever comes before or after
-        # The hot path, inlined: the id and key cells, stripped and lower-cased as
-        # bytes (hashed as the UTF-8 of the same text, see _norm_cell).
-        cells = body.split(sep)
-        if id_at is not None:
-            cell = cells[id_at]
-            ids.add(cell.strip(_ASCII_SPACE).lower() if cell.isascii() else _norm_cell(cell))
-        if one_key is not None:
-            cell = cells[one_key]
-            keys.add(cell.strip(_ASCII_SPACE).lower() if cell.isascii() else _norm_cell(cell))
-        elif key_at and None not in key_at:
-            parts = [_norm_cell(cells[i]) for i in key_at]  # type: ignore[index]
-            if all(parts):
-                keys.add(b"\x1f".join(parts))
-    return offset
+        def readline(size: int) -> bytes:
+            return buf.readline(size) or stream.readline(size)
+
+        while buf.tell() < len(block):
+            line = _checked(readline(limit + 1), limit)
+            if b'"' in line:
+                offset = self._quoted_record(readline, line, offset)
+                continue
+            offset += len(line)
+            body = line.rstrip(b"\r\n")
+            if not body:
+                continue  # blank line: not a record
+            cutter.rows += 1
+            text = body.decode("utf-8", "surrogateescape").split(d)
+            if len(text) == width:
+                cutter.values.update(self.hasher.values(self._getter(text)))
+        return offset
+
+
+def _cells_pattern(positions: list[int], sep: bytes) -> re.Pattern[bytes] | None:
+    """A pattern whose groups are the cells at ``positions`` of each line (a line with
+    fewer cells does not match: it is malformed, rejected whatever its cells)."""
+    if not positions:
+        return None
+    d = re.escape(sep)
+    cell = b"[^" + d + b"\\n]*"
+    parts = [b"^", b"(?:" + cell + d + b"){%d}" % positions[0] if positions[0] else b"",
+             b"(" + cell + b")"]
+    for prev, pos in itertools.pairwise(positions):
+        if pos - prev > 1:
+            parts.append(b"(?:" + d + cell + b"){%d}" % (pos - prev - 1))
+        parts.append(d + b"(" + cell + b")")
+    return re.compile(b"".join(parts), re.MULTILINE)
 
 
 def _scan_ndjson(stream: IO[bytes], cutter: _Cutter, hasher: KeyHasher,
@@ -364,7 +448,7 @@ def _scan_ndjson(stream: IO[bytes], cutter: _Cutter, hasher: KeyHasher,
             except orjson.JSONDecodeError:
                 data = None
             if isinstance(data, dict):
-                cutter.add(*hasher.values(remap(data).get))
+                cutter.values.update(hasher.values(remap(data).get))
         offset += len(line)
     return offset
 
