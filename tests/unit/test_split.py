@@ -16,8 +16,9 @@ import pytest
 from bulkport.pipeline.chunked import Holder, read_chunk
 from bulkport.pipeline.csvreader import read_csv
 from bulkport.pipeline.headers import match_columns
+from bulkport.pipeline.keyhash import KeyHasher
 from bulkport.pipeline.ndjson import read_ndjson
-from bulkport.pipeline.split import KeyHasher, plan
+from bulkport.pipeline.split import plan
 from bulkport.pipeline.types import RecordShape, ValidRecord
 from bulkport.resources import get_resource
 from bulkport.storage import LocalStorage

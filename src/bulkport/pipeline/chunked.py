@@ -31,10 +31,11 @@ from bulkport.config import Settings
 from bulkport.pipeline.csvreader import read_csv_body
 from bulkport.pipeline.headers import match_columns
 from bulkport.pipeline.importer import ConnFactory, _prefetch, _take
+from bulkport.pipeline.keyhash import KeyHasher
 from bulkport.pipeline.load import Loader, load_rounds
 from bulkport.pipeline.ndjson import read_ndjson
 from bulkport.pipeline.progress import BatchProgress, ChunkProgress
-from bulkport.pipeline.split import ChunkWork, KeyHasher
+from bulkport.pipeline.split import ChunkWork
 from bulkport.pipeline.stage import Stager, prepare
 from bulkport.pipeline.types import Mode, PreparedBatch, RawRecord, ValidRecord
 from bulkport.pipeline.validate import RecordValidator

@@ -35,8 +35,8 @@ from zlib import crc32
 import orjson
 
 from bulkport.pipeline.headers import key_mapper
+from bulkport.pipeline.keyhash import ASCII_SPACE, KEY_SEP, KeyHasher, norm_cell
 from bulkport.resources.base import Resource
-from bulkport.resources.compile import copy_unescape
 
 #: Formats a plan can cut; JSON arrays need a full parse to find their boundaries.
 SPLIT_FORMATS = ("csv", "ndjson")
@@ -101,80 +101,6 @@ def not_split_reason(*, size: int | None, min_bytes: int, fmt: str | None, codec
     if checkpoint:
         return "resumed as one stream"
     return None
-
-
-# --- hashing ids and natural keys ----------------------------------------------------------
-
-#: What ``str.strip()`` removes from ASCII text (``bytes.strip()`` keeps \x1c-\x1f).
-_ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
-#: A composite key's normalised parts are joined with this (no value holds it).
-_KEY_SEP = b"\x1f"
-
-
-def stable_hash(value: bytes) -> int:
-    """The hash of a normalised id or key, the same in every process (``hash`` is not).
-
-    CRC-32: one C call, mapped over a chunk's distinct values at once. Ids and keys
-    share the space, and a collision only makes a value hot (a record held for the
-    tail), never a wrong result: about N²/2³³ extra hot values for N distinct values.
-    """
-    return crc32(value)
-
-
-def _norm_cell(cell: bytes) -> bytes:
-    """:func:`_norm` of a CSV cell, on its bytes (the UTF-8 of the normalised text)."""
-    if cell.isascii():
-        return cell.strip(_ASCII_SPACE).lower()
-    return cell.decode("utf-8", "surrogateescape").strip().lower().encode(
-        "utf-8", "surrogateescape")
-
-
-def _norm(value: Any) -> bytes:
-    """A value coarser than the validator's: stripped and lower-cased (b"" for none).
-
-    Two values the stage compares as equal (an id as given; a key stripped,
-    COPY-unescaped and lower-cased when case-insensitive) are equal here too, so
-    the hash of a record's value is found whatever the validator makes of it.
-    """
-    if value is None or isinstance(value, bool | dict | list):
-        return b""
-    text = value if value.__class__ is str else str(value)
-    return text.strip().lower().encode("utf-8", "surrogateescape")
-
-
-class KeyHasher:
-    """A record's id and natural key, normalised (:func:`_norm`), from the raw record or
-    a valid one; and their hashes."""
-
-    def __init__(self, resource: Resource) -> None:
-        self.resource = resource
-        self.key_fields = resource.natural_key
-        names = resource.column_names
-        self._key_index = [names.index(n) for n in resource.natural_key]
-
-    def values(self, get: Callable[[str], Any]) -> tuple[bytes, bytes]:
-        """``(id, key)`` of the raw values ``get(field)`` gives (b"": none)."""
-        key = b""
-        if self.key_fields:
-            parts = [_norm(get(n)) for n in self.key_fields]
-            key = _KEY_SEP.join(parts) if all(parts) else b""
-        return _norm(get("id")), key
-
-    def hashes(self, get: Callable[[str], Any]) -> list[int]:
-        """Hashes of the id and key that ``get(field)`` gives (raw values)."""
-        return [stable_hash(v) for v in self.values(get) if v]
-
-    def valid_hashes(self, values: Sequence[str | None]) -> list[int]:
-        """The same hashes from a valid record's COPY text values (id None: generated)."""
-        key = b""
-        if self._key_index:
-            parts = []
-            for i in self._key_index:
-                v = values[i]
-                parts.append(_norm(copy_unescape(v) if v is not None and "\\" in v else v))
-            key = _KEY_SEP.join(parts) if all(parts) else b""
-        rid = _norm(values[0])
-        return [stable_hash(v) for v in (rid, key) if v]
 
 
 # --- the pass -------------------------------------------------------------------------------
@@ -375,19 +301,19 @@ class _CsvScan:
         # normalised as text) after: nearly every cell is ASCII and stripped already.
         found = self.cells.findall(block.lower())
         one_group = self.cells.groups == 1
-        group, space = self.group, _ASCII_SPACE
+        group, space = self.group, ASCII_SPACE
         values = self.cutter.values
         id_at, *key_at = self.wanted
         single = [id_at] + (key_at if len(key_at) == 1 else [])
         for at in single:
             if at is not None:
                 got = set(found if one_group else map(itemgetter(group[at]), found))
-                values.update([v.strip(space) if v.isascii() else _norm_cell(v) for v in got])
+                values.update([v.strip(space) if v.isascii() else norm_cell(v) for v in got])
         if len(key_at) > 1 and None not in key_at:
             for row in found:
-                parts = [_norm_cell(row[group[i]]) for i in key_at]  # type: ignore[index]
+                parts = [norm_cell(row[group[i]]) for i in key_at]  # type: ignore[index]
                 if all(parts):
-                    values.add(_KEY_SEP.join(parts))
+                    values.add(KEY_SEP.join(parts))
         return True
 
     def _slow(self, block: bytes, offset: int) -> int:
