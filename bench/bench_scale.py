@@ -10,9 +10,10 @@ One run, on one fresh embedded PostgreSQL (the helpers of ``bench_import.py``):
    at the same time over its own connection into the same table: the physical
    limit of two streams on this machine;
 4. ``bulkport``: the real server (``bulkport serve``) over HTTP with each of
-   ``--workers`` (default ``default,1,2,4``; ``default`` is the server's default
-   worker count) on the clean file, and with ``--flawed-workers`` (default
-   ``default``) on the flawed file. Large files are split into chunks
+   ``--workers`` (default ``default,1,2,4,stream``; ``default`` is the server's
+   default worker count, ``stream`` the same with splitting off) on the clean
+   file, and with ``--flawed-workers`` (default ``default``) on the flawed file.
+   Large files are split into chunks
    (``BULKPORT_SPLIT_MIN_BYTES``, ``BULKPORT_CHUNK_BYTES``; ``--split-min-bytes`` and
    ``--chunk-bytes`` override them, e.g. for a small ``--rows``).
 
@@ -69,8 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--flaw-rate", type=float, default=0.05,
                    help="flaws of the second file (default 0.05; 0: no flawed runs)")
-    p.add_argument("--workers", default="default,1,2,4",
-                   help="worker counts of the clean runs, comma-separated")
+    p.add_argument("--workers", default="default,1,2,4,stream",
+                   help="worker counts of the clean runs, comma-separated; 'stream': "
+                        "the default workers with splitting off (one stream)")
     p.add_argument("--flawed-workers", default="default",
                    help="worker counts of the flawed runs, comma-separated")
     p.add_argument("--chunk-bytes", type=int, default=None)
@@ -208,7 +210,9 @@ def bulkport_run(args: argparse.Namespace, url: str, work: Path, pg: psutil.Proc
         env["BULKPORT_CHUNK_BYTES"] = str(args.chunk_bytes)
     if args.split_min_bytes is not None:
         env["BULKPORT_SPLIT_MIN_BYTES"] = str(args.split_min_bytes)
-    count = int(workers) if workers != "default" else None
+    if workers == "stream":  # today's path for comparison: no split, default workers
+        env["BULKPORT_SPLIT_MIN_BYTES"] = "0"
+    count = int(workers) if workers not in ("default", "stream") else None
     if count is None:
         from bulkport.config import Settings
 
