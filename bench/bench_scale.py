@@ -224,10 +224,10 @@ def bulkport_run(args: argparse.Namespace, url: str, work: Path, pg: psutil.Proc
         with WaitSampler(url) as waits:
             result = import_over_http(base, path, "users")
         pg_cpu, py_cpu = tree_cpu(pg) - pg0, tree_cpu(root) - py0
+        job = result["job"]
         with psycopg.connect(url) as c:
             chunks = c.execute("SELECT count(*), count(DISTINCT owner) FROM import_chunks"
-                               " WHERE NOT is_tail").fetchone()
-    job = result["job"]
+                               " WHERE job_id = %s AND NOT is_tail", (job["job_id"],)).fetchone()
     rows = job["processed_records"]
     out = base_line(f"bulkport_{label}_workers_{workers}", rows, result["seconds"], pg_cpu,
                     waits.result(), copy_rates)
