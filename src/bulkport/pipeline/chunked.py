@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import dropwhile, islice
 from typing import IO, Any
+from zlib import crc32
 
 import orjson
 import psycopg
@@ -42,6 +43,7 @@ from bulkport.pipeline.validate import RecordValidator
 from bulkport.records import ImportJob
 from bulkport.resources import get_resource
 from bulkport.resources.base import Resource
+from bulkport.resources.compile import copy_unescape
 from bulkport.status import JobStatus
 from bulkport.storage import LocalStorage
 
@@ -67,8 +69,12 @@ class Holder:
     def __init__(self, resource: Resource, hot: frozenset[int]) -> None:
         self.hasher = KeyHasher(resource)
         self.hot = hot
-        #: Hashes of the records this chunk held: later sharers wait too (closure).
-        self.held: set[int] = set()
+        #: The hot hashes and those of the records this chunk held: a record having
+        #: one waits (later sharers of a held record wait too: the closure).
+        self.watch: set[int] = set(hot)
+        names = resource.column_names
+        key = resource.natural_key
+        self._key_index = names.index(key[0]) if len(key) == 1 else None
 
     def split(self, valid: list[ValidRecord]) -> tuple[list[ValidRecord], list[ValidRecord]]:
         """``(loaded now, held)``, each in file order."""
@@ -76,11 +82,29 @@ class Holder:
             return valid, []
         keep: list[ValidRecord] = []
         held: list[ValidRecord] = []
-        hot, mine, hashes = self.hot, self.held, self.hasher.valid_hashes
+        watch, ki = self.watch, self._key_index
+        if ki is None:  # no key, or a composite one: the general path
+            for rec in valid:
+                hs = self.hasher.valid_hashes(rec.values)
+                if any(h in watch for h in hs):
+                    watch.update(hs)
+                    held.append(rec)
+                else:
+                    keep.append(rec)
+            return keep, held
+        # One-field key (the hot path, once per valid record): KeyHasher.valid_hashes
+        # inlined, the same normalisation (keyhash._norm) and hash (CRC-32).
         for rec in valid:
-            hs = hashes(rec.values)
-            if any(h in hot or h in mine for h in hs):
-                mine.update(hs)
+            values = rec.values
+            rid, key = values[0], values[ki]
+            a = crc32(rid.strip().lower().encode("utf-8", "surrogateescape")) if rid else -1
+            if key:
+                if "\\" in key:
+                    key = copy_unescape(key)
+                key = key.strip().lower()
+            b = crc32(key.encode("utf-8", "surrogateescape")) if key else -1
+            if a in watch or b in watch:
+                watch.update([h for h in (a, b) if h >= 0])
                 held.append(rec)
             else:
                 keep.append(rec)
