@@ -28,7 +28,7 @@ import re
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import eq, itemgetter
 from typing import IO, Any
 from zlib import crc32
 
@@ -143,7 +143,7 @@ class _Cutter:
     def _close(self, end: int) -> None:
         self.chunks.append(ChunkRange(len(self.chunks), self.start, end, self.first_row))
         self.values.discard(b"")
-        self.done.append(array("q", sorted(map(crc32, self.values))))  # stable_hash, in C
+        self.done.append(array("q", map(crc32, self.values)))  # stable_hash, in C
         self.values.clear()  # in place: the scan holds on to this set
 
     def finish(self, size: int) -> Plan | None:
@@ -160,9 +160,11 @@ class _Cutter:
 
 
 def _hot(per_chunk: list[array[int]]) -> list[int]:
-    """Hashes present in two or more chunks (each chunk's list is sorted and distinct)."""
+    """Hashes present in two or more chunks (each chunk's hashes are distinct): one sort
+    of them all, equal neighbours."""
     every = sorted(itertools.chain.from_iterable(per_chunk))
-    return sorted({a for a, b in itertools.pairwise(every) if a == b})
+    # In C: each value equal to the next one.
+    return sorted(set(itertools.compress(every, map(eq, every, itertools.islice(every, 1, None)))))
 
 
 def plan(stream: IO[bytes], resource: Resource, *, fmt: str, chunk_bytes: int,
@@ -308,7 +310,13 @@ class _CsvScan:
         for at in single:
             if at is not None:
                 got = set(found if one_group else map(itemgetter(group[at]), found))
-                values.update([v.strip(space) if v.isascii() else norm_cell(v) for v in got])
+                joined = b"\n".join(got)
+                if joined.isascii() and len(joined.translate(None, space)) == len(joined) - (
+                        len(got) - 1 if got else 0):
+                    values.update(got)  # ASCII, no spaces at all: normalised already
+                else:
+                    values.update([v.strip(space) if v.isascii() else norm_cell(v)
+                                   for v in got])
         if len(key_at) > 1 and None not in key_at:
             for row in found:
                 parts = [norm_cell(row[group[i]]) for i in key_at]  # type: ignore[index]
