@@ -57,12 +57,11 @@ def test_sigkill_of_a_chunk_worker_loses_nothing(procs: Processes, settings: Set
     procs.worker(data_dir, workers=1, env=CHUNK_ENV).start()
     wait_until(lambda: get_job(url, job_id)["status"] not in ("pending", "processing"),
                240, "the second worker to finish the job")
+    job = get_job(url, job_id)
+    assert {k: job[k] for k in expected["job"]} == expected["job"]
     after = {seq: owner for seq, _, owner, *_ in _chunks(url, job_id)}
     assert all(after[s] != owners_before[s] for s in held), "reclaimed by the other worker"
     assert {status for _, status, *_ in _chunks(url, job_id)} == {"done"}
-
-    job = get_job(url, job_id)
-    assert {k: job[k] for k in expected["job"]} == expected["job"]
     with db.connect(url, autocommit=True) as c:
         ids = {r[0] for r in c.execute("SELECT id FROM users")}
         file_ids = ids - {i for i in ids if len(i) == 36 and i.count("-") == 4}
