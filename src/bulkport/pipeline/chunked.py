@@ -28,6 +28,7 @@ from zlib import crc32
 import orjson
 import psycopg
 
+from bulkport import metrics
 from bulkport.config import Settings
 from bulkport.pipeline.csvreader import read_csv_body
 from bulkport.pipeline.headers import match_columns
@@ -182,7 +183,10 @@ def _held(progress: ChunkProgress, after: int) -> Iterator[RawRecord]:
 
 def _load(run: ChunkRun, batches: Iterator[PreparedBatch], stager: Stager, loader: Loader,
           data: psycopg.Connection[Any]) -> bool:
+    # The records/batch metrics as for one stream (the live rate is this chunk's).
+    meter = metrics.JobMeter.for_job("import", run.job.row())
     for batch in batches:
+        meter.start()
         with data.transaction():
             rejected = batch.rejected + load_rounds(loader, stager, batch)
             counts = Counter(e.code for rej in rejected for e in rej.errors)
@@ -191,6 +195,7 @@ def _load(run: ChunkRun, batches: Iterator[PreparedBatch], stager: Stager, loade
                 processed=batch.size - len(batch.held), rejected=rejected,
                 error_counts=dict(counts),
                 held=[(r.row, orjson.dumps(r.data)) for r in batch.held]))
+        meter.done(batch.size - len(batch.held), len(rejected))
         if status is JobStatus.CANCELLED:
             log.info("import %s chunk %d cancelled at record %d", run.job.id, run.work.seq,
                      batch.checkpoint)
