@@ -246,3 +246,48 @@ def test_cancel_stops_every_chunk(clean_db: str, settings: Settings, tmp_path: P
     assert set(states) <= {"done", "dropped"} and states["dropped"] > 0, states
     # What was committed is consistent: every successful record is a row.
     assert users == (after["successful_records"],)
+
+
+def test_a_graceful_stop_hands_chunks_back(clean_db: str, settings: Settings,
+                                           tmp_path: Path) -> None:
+    """Workers asked to stop hand their chunks back after the batch in flight; other
+    workers resume them after their checkpoints, and the outcome is one stream's."""
+    path = repeats_file(tmp_path, users=5000, seed=3)
+    s = settings.model_copy(update={"batch_size": 20, "chunk_bytes": 64 * 1024})
+    one = one_run(clean_db, s.model_copy(update={"split_min_bytes": 0}), path, 1)
+    with db.connect(clean_db, autocommit=True) as c:
+        c.execute("TRUNCATE users, jobs CASCADE")
+    split = s.model_copy(update={"split_min_bytes": 1})
+    job_id = submit_import(clean_db, split, path, "users")
+    stop = threading.Event()
+    first = [Worker(split, clean_db, name=f"first{i}", stopping=stop) for i in range(2)]
+    threads = [threading.Thread(target=w.run_forever) for w in first]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+
+    def begun() -> list[tuple[Any, ...]]:
+        with db.connect(clean_db, autocommit=True) as c:
+            return c.execute("SELECT seq FROM import_chunks WHERE job_id = %s"
+                             " AND status = 'processing' AND checkpoint > first_row",
+                             (job_id,)).fetchall()
+
+    while not begun():
+        assert time.monotonic() < deadline, "no chunk committed a batch"
+        time.sleep(0.02)
+    stop.set()
+    for t in threads:
+        t.join()
+    with db.connect(clean_db, autocommit=True) as c:
+        states = c.execute("SELECT status, owner, checkpoint > first_row FROM import_chunks"
+                           " WHERE job_id = %s AND NOT is_tail", (job_id,)).fetchall()
+    assert not [r for r in states if r[0] == "processing"], "every chunk was handed back"
+    assert ("pending", None, True) in states, "a chunk was handed back mid-way"
+    run_workers(clean_db, split, 2, job_id)
+    job = get_job(clean_db, job_id)
+    assert {k: job[k] for k in COUNTERS} == one["job"]
+    assert downloads(clean_db, job_id) == one["downloads"]
+    with db.connect(clean_db, autocommit=True) as c:
+        ids = {r[0] for r in c.execute("SELECT id FROM users")}
+        file_ids = ids - {i for i in ids if len(i) == 36 and i.count("-") == 4}
+        assert table(c, file_ids) == one["table"]
