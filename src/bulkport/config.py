@@ -65,6 +65,12 @@ class Settings:
         1, "API processes `serve` runs on its port (each with its own pool)", ge=1)
     status_threads: int = setting(
         4, "Threads answering `GET /v1/imports/{id}` at once, per API process", ge=1)
+    split_min_bytes: int = setting(
+        64 * 1024**2, "Stored CSV/NDJSON insert imports this large are split into chunks "
+        "that any worker claims; 0 = never split", ge=0)
+    chunk_bytes: int = setting(16 * 1024**2, "Size of one chunk of a split import", ge=1)
+    max_chunks_in_flight: int = setting(
+        8, "Chunks of one split import processed at once, over all workers", ge=1)
     lease_seconds: float = setting(30.0, "Job lease; renewed by live workers", gt=0)
     poll_interval_seconds: float = setting(0.5, "Idle worker poll interval", gt=0)
     max_upload_bytes: int = setting(

@@ -9,18 +9,20 @@ the :class:`~bulkport.pipeline.progress.Outcome` it returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 
 from bulkport.config import Settings
 from bulkport.jobs import service
+from bulkport.jobs.chunk_store import ChunkClaim
 from bulkport.pipeline.progress import BatchProgress, Outcome, SourceFacts
+from bulkport.pipeline.split import Plan
 from bulkport.records import ExportJob, ImportJob, Job
-from bulkport.status import JobStatus
+from bulkport.status import JobKind, JobStatus
 from bulkport.storage import ExportStorage, Storage, export_storage
 
 ConnFactory = Callable[[], psycopg.Connection[Any]]
@@ -38,7 +40,7 @@ class RunProgress:
     stopping: Callable[[], bool] = lambda: False
     _book: psycopg.Connection[Any] | None = field(default=None, repr=False)
 
-    def __enter__(self) -> RunProgress:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -69,6 +71,10 @@ class RunProgress:
 
     def start_over(self) -> None:
         service.start_over(self.book(), self.job_id, self.owner)
+
+    def split(self, plan: Plan, defaults: Sequence[tuple[int, str]]) -> bool:
+        return service.split(self.book(), self.job_id, self.owner, plan, defaults,
+                             self.lease_seconds)
 
     def commit_batch(self, conn: psycopg.Connection[Any] | None,
                      batch: BatchProgress) -> JobStatus:
@@ -118,6 +124,8 @@ def run_claimed(job: Job, owner: str, res: Resources,
                      stopping) as progress:
         outcome = _run_pipeline(job, progress, res)
         conn = progress.book()
+        if outcome is not None and outcome.status is JobStatus.PROCESSING:
+            return outcome.status  # split: the workers of its chunks finish it
         if outcome is None:
             service.stopped(conn, job.id, owner)
             return None
@@ -127,3 +135,52 @@ def run_claimed(job: Job, owner: str, res: Resources,
                 outcome.undo()
             return None
         return outcome.status
+
+
+@dataclass
+class ChunkRunProgress(RunProgress):
+    """One chunk's channel (the pipelines' ChunkProgress): its lease, its batches."""
+
+    seq: int = 0
+
+    def keep_going(self) -> bool:
+        if self.stopping():
+            return False
+        return service.renew_chunk(self.book(), self.job_id, self.seq, self.owner,
+                                   self.lease_seconds) is not None
+
+    def commit_batch(self, conn: psycopg.Connection[Any] | None,
+                     batch: BatchProgress) -> JobStatus:
+        assert conn is not None  # a chunk's batch always brings its transaction
+        return service.commit_chunk_batch(conn, self.job_id, self.seq, self.owner, batch,
+                                          self.lease_seconds)
+
+    def held_records(self, after_row: int, limit: int) -> list[tuple[int, bytes]]:
+        return service.held_records(self.book(), self.job_id, after_row, limit)
+
+
+def run_chunk(claim: ChunkClaim, owner: str, res: Resources,
+              stopping: Callable[[], bool] = lambda: False) -> ImportJob | None:
+    """Run a chunk ``owner`` claimed; the job when this run finished it (the tail).
+
+    A chunk that stopped unfinished is dropped when its job was cancelled, else
+    handed back (a graceful stop).
+    """
+    from bulkport.pipeline.chunked import ChunkRun
+    from bulkport.pipeline.chunked import run_chunk as run_chunk_pipeline
+
+    seq = claim.work.seq
+    with ChunkRunProgress(claim.job_id, owner, res.settings.lease_seconds, res.connect,
+                          stopping, seq=seq) as progress:
+        conn = progress.book()
+        job = service.get(conn, JobKind.IMPORT, claim.job_id)
+        done = run_chunk_pipeline(ChunkRun(job=job, work=claim.work, settings=res.settings,
+                                           storage=res.uploads, connect=res.connect,
+                                           progress=progress))
+        if not done:
+            service.chunk_stopped(conn, claim.job_id, seq, owner)
+            return None
+        if claim.work.is_tail:
+            return service.finish_split(conn, claim.job_id, seq, owner)
+        service.chunk_done(conn, claim.job_id, seq, owner)
+        return None

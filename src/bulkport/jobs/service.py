@@ -15,8 +15,10 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
+from bulkport.jobs.chunk_store import CHUNKS, ChunkClaim
 from bulkport.jobs.store import STORE, Conn
 from bulkport.pipeline.progress import BatchProgress, Outcome, SourceFacts
+from bulkport.pipeline.split import Plan
 from bulkport.records import ExportJob, ImportJob, Job, job_from_row
 from bulkport.status import JobKind, JobStatus
 
@@ -111,6 +113,7 @@ def cancel(connect: Connect, kind: JobKind, job_id: str) -> AnyJob:
     """
     with connect() as conn:
         job = job_from_row(STORE.cancel(conn, kind, job_id))
+        CHUNKS.drop(conn, job_id, None)  # a split import: its chunks not begun never run
     if not isinstance(job, ImportJob) or not _held(job):
         return job
     deadline = time.monotonic() + CANCEL_SETTLE_SECONDS
@@ -119,7 +122,8 @@ def cancel(connect: Connect, kind: JobKind, job_id: str) -> AnyJob:
         time.sleep(SETTLE_POLL_SECONDS)
         with connect() as conn:
             now = get(conn, JobKind.IMPORT, job_id)
-        if now.checkpoint != job.checkpoint:
+        # A split import's chunks each commit their batch in flight; any one is a sign.
+        if (now.checkpoint, now.processed_records) != (job.checkpoint, job.processed_records):
             return now
     return now
 
@@ -201,3 +205,78 @@ def stopped(conn: Conn, job_id: str, owner: str) -> None:
     release(conn, job_id, owner)
     STORE.end_cancelled(conn, job_id, owner)
 
+
+
+# --- split imports: chunks (jobs/chunk_store.py) ----------------------------------------
+
+
+def split(conn: Conn, job_id: str, owner: str, plan: Plan,
+          defaults: Sequence[tuple[int, str]], lease_seconds: float) -> bool:
+    """Store the chunks of a split import; False when ``owner`` no longer runs it."""
+    return CHUNKS.plan(conn, job_id, owner, plan, defaults, lease_seconds)
+
+
+def claim_chunk(conn: Conn, owner: str, lease_seconds: float, max_in_flight: int
+                ) -> ChunkClaim | None:
+    """Take the next chunk of a running split import (any instance's worker may)."""
+    return CHUNKS.claim(conn, owner, lease_seconds, max_in_flight)
+
+
+def renew_chunk(conn: Conn, job_id: str, seq: int, owner: str, lease_seconds: float
+                ) -> JobStatus | None:
+    """Extend a chunk's lease; ``None`` when it is no longer ``owner``'s or the job no
+    longer runs (cancelled): the chunk stops at its next batch boundary."""
+    return CHUNKS.renew(conn, job_id, seq, owner, lease_seconds)
+
+
+def commit_chunk_batch(conn: Conn, job_id: str, seq: int, owner: str, batch: BatchProgress,
+                       lease_seconds: float) -> JobStatus:
+    """Record a chunk's batch, its counters added to the job's, in ``conn``'s transaction.
+
+    :class:`~bulkport.errors.LeaseLost` when ``owner`` no longer holds the chunk.
+    """
+    return CHUNKS.commit_batch(conn, job_id, seq, owner, batch, lease_seconds)
+
+
+def held_records(conn: Conn, job_id: str, after_row: int, limit: int
+                 ) -> list[tuple[int, bytes]]:
+    """The records a split import's chunks held back, after ``after_row``, in row order."""
+    return CHUNKS.held_records(conn, job_id, after_row, limit)
+
+
+def chunk_done(conn: Conn, job_id: str, seq: int, owner: str) -> bool:
+    """Mark a chunk done; False when it was no longer ``owner``'s."""
+    return CHUNKS.finish_chunk(conn, job_id, seq, owner)
+
+
+def chunk_stopped(conn: Conn, job_id: str, seq: int, owner: str) -> None:
+    """A chunk stopped unfinished: dropped when its job ended (cancelled), else kept
+    for another worker (handed back when a graceful stop was asked)."""
+    CHUNKS.drop(conn, job_id, owner)
+    CHUNKS.release(conn, job_id, seq, owner)
+
+
+def release_chunk(conn: Conn, job_id: str, seq: int, owner: str) -> None:
+    """Hand a chunk back (graceful stop): another worker resumes it after its checkpoint."""
+    CHUNKS.release(conn, job_id, seq, owner)
+
+
+def finish_split(conn: Conn, job_id: str, seq: int, owner: str) -> ImportJob | None:
+    """The tail is done: end the job with the status its aggregated counters give."""
+    row = CHUNKS.finish_job(conn, job_id, seq, owner)
+    return _import(row)
+
+
+def fail_split(conn: Conn, job_id: str, seq: int, owner: str, reason: str
+               ) -> ImportJob | None:
+    """A chunk cannot be done: the whole job fails, with the reason."""
+    row = CHUNKS.finish_job(conn, job_id, seq, owner, JobStatus.FAILED, reason)
+    return _import(row)
+
+
+def _import(row: dict[str, Any] | None) -> ImportJob | None:
+    if row is None:
+        return None
+    job = job_from_row(row)
+    assert isinstance(job, ImportJob)
+    return job

@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -24,11 +24,12 @@ from bulkport import db, metrics
 from bulkport.config import Settings, get_settings
 from bulkport.errors import LeaseLost
 from bulkport.jobs import service
+from bulkport.jobs.chunk_store import ChunkClaim
 from bulkport.jobs.report import job_log_context, report_finished
-from bulkport.jobs.runtime import Resources, run_claimed
+from bulkport.jobs.runtime import Resources, run_chunk, run_claimed
 from bulkport.jobs.sweep import Sweeper
 from bulkport.records import Job
-from bulkport.status import JobKind
+from bulkport.status import JobKind, JobStatus
 from bulkport.storage import upload_storage
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,17 @@ class Worker:
         # exports (or the reverse).
         kinds = list(JobKind)
         self._turn = (self._turn + 1) % len(kinds)
+        lease = self.settings.lease_seconds
         with self.connect() as conn:
-            job = service.claim(conn, kinds[self._turn], self.name, self.settings.lease_seconds)
+            # Chunks of split imports first: the jobs already running finish sooner.
+            chunk = service.claim_chunk(conn, self.name, lease,
+                                        self.settings.max_chunks_in_flight)
+            job = (service.claim(conn, kinds[self._turn], self.name, lease)
+                   if chunk is None else None)
+        if chunk is not None:
+            with self.busy.running():
+                self._run_chunk(chunk)
+            return True
         if job is None:
             return False
         with job_log_context(job.kind, job.row()), self.busy.running():
@@ -123,7 +133,9 @@ class Worker:
             self._fail(job, f"gave up after {MAX_ATTEMPTS} attempts")
             return
         log.info("%s job %s claimed (attempt %d)", kind, job_id, job.attempts)
-        with _Heartbeat(self, job_id), metrics.track_job(kind, job.resource):
+        beat = _Heartbeat(self, lambda conn: service.renew(conn, job_id, self.name,
+                                                           self.settings.lease_seconds))
+        with beat, metrics.track_job(kind, job.resource):
             try:
                 status = run_claimed(job, self.name, self.resources, self.stopping.is_set)
             except LeaseLost:
@@ -137,7 +149,43 @@ class Worker:
                 self._fail(job, f"internal error: {type(exc).__name__}: {exc}")
                 return
         log.info("%s job %s ended: %s", kind, job_id, status or "handed back")
-        self._report(job)
+        if status is not JobStatus.PROCESSING:  # split: its tail's worker reports it
+            self._report(job)
+
+    def _run_chunk(self, claim: ChunkClaim) -> None:
+        job_id, seq = claim.job_id, claim.work.seq
+        what = "tail" if claim.work.is_tail else f"chunk {seq}"
+        if claim.attempts > MAX_ATTEMPTS:
+            self._fail_split(claim, f"gave up after {MAX_ATTEMPTS} attempts at {what}")
+            return
+        log.info("import job %s %s claimed by %s (attempt %d)", job_id, what, self.name,
+                 claim.attempts)
+        beat = _Heartbeat(self, lambda conn: service.renew_chunk(
+            conn, job_id, seq, self.name, self.settings.lease_seconds))
+        with beat:
+            try:
+                finished = run_chunk(claim, self.name, self.resources, self.stopping.is_set)
+            except LeaseLost:
+                log.warning("import job %s %s: lease lost, another worker continues it",
+                            job_id, what)
+                return
+            except psycopg.OperationalError:
+                with contextlib.suppress(psycopg.Error), self.connect() as conn:
+                    service.release_chunk(conn, job_id, seq, self.name)
+                raise
+            except Exception as exc:
+                log.exception("import job %s %s crashed", job_id, what)
+                self._fail_split(claim, f"internal error: {type(exc).__name__}: {exc}")
+                return
+        log.info("import job %s %s ended", job_id, what)
+        if finished is not None:
+            report_finished(finished.kind, finished.row())
+
+    def _fail_split(self, claim: ChunkClaim, reason: str) -> None:
+        with self.connect() as conn:
+            failed = service.fail_split(conn, claim.job_id, claim.work.seq, self.name, reason)
+        if failed is not None:
+            report_finished(failed.kind, failed.row())
 
     def _report(self, job: Job) -> None:
         with contextlib.suppress(psycopg.Error), self.connect() as conn:
@@ -155,10 +203,11 @@ class Worker:
 
 
 class _Heartbeat:
-    """Renews a job's lease every third of the lease period while the job runs."""
+    """Renews a lease (a job's or a chunk's) every third of the lease period while it runs."""
 
-    def __init__(self, worker: Worker, job_id: str) -> None:
-        self.worker, self.job_id = worker, job_id
+    def __init__(self, worker: Worker, renew: Callable[[psycopg.Connection[Any]], object]
+                 ) -> None:
+        self.worker, self.renew = worker, renew
         self.done = threading.Event()
         self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._beat,),
                                        name="lease", daemon=True)
@@ -176,10 +225,9 @@ class _Heartbeat:
         while not self.done.wait(period):
             try:
                 with self.worker.connect() as conn:
-                    service.renew(conn, self.job_id, self.worker.name,
-                                  self.worker.settings.lease_seconds)
+                    self.renew(conn)
             except psycopg.Error as exc:
-                log.warning("lease renewal of %s failed: %s", self.job_id, exc)
+                log.warning("lease renewal failed: %s", exc)
 
 
 # --- processes ----------------------------------------------------------------------------

@@ -130,6 +130,15 @@ def read_csv(stream: IO[bytes], max_line_bytes: int, delimiter: str | None = Non
     return columns, d, guard(_csv_rows(text, lines, columns, d))
 
 
+def read_csv_body(stream: IO[bytes], columns: Sequence[str], delimiter: str,
+                  max_line_bytes: int) -> Iterator[RawRecord]:
+    """The records of a UTF-8 CSV body that has no header line (a chunk of a file whose
+    header was read before): counted from row 1, read exactly as :func:`read_csv` reads."""
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    csv.field_size_limit(max_line_bytes)
+    return guard(_csv_rows(text, _Lines(text, max_line_bytes), list(columns), delimiter))
+
+
 class _Lines:
     """The physical lines of ``text`` for csv.reader, none longer than ``limit`` characters.
 

@@ -24,17 +24,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import dropwhile, islice
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import psycopg
 
 from bulkport import metrics
 from bulkport.config import Settings
 from bulkport.errors import Terminal, UnreadableFile
-from bulkport.pipeline import decompress
+from bulkport.pipeline import decompress, split
 from bulkport.pipeline.load import Loader, load_rounds
 from bulkport.pipeline.progress import BatchProgress, ImportProgress, Outcome, SourceFacts
-from bulkport.pipeline.reading import open_reading
+from bulkport.pipeline.reading import Reading, open_reading
 from bulkport.pipeline.stage import Stager, insert_defaults, prepare
 from bulkport.pipeline.types import Mode, PreparedBatch, RawRecord, Rejected
 from bulkport.pipeline.validate import RecordValidator
@@ -83,6 +83,7 @@ def _run(run: ImportRun) -> JobStatus | None:
     job, settings, progress = run.job, run.settings, run.progress
     resource = get_resource(job.resource)
     file_key = job.file_key
+    size = job.file_size_bytes
     if file_key is None:
         # Imported here: httpx costs every worker process ~10 MB it rarely needs.
         from bulkport.pipeline.fetch import DownloadStopped, fetch
@@ -99,7 +100,7 @@ def _run(run: ImportRun) -> JobStatus | None:
             run.storage.delete(stored.key)
             _log_stopped(run, "after the download")
             return None
-        file_key = stored.key
+        file_key, size = stored.key, stored.size
         progress.record_source(SourceFacts(format=job.format, columns=None, file_key=file_key,
                                            file_size_bytes=stored.size))
     with run.storage.open_read(file_key) as raw:
@@ -116,6 +117,10 @@ def _run(run: ImportRun) -> JobStatus | None:
             file_size_bytes=job.file_size_bytes, delimiter=source.delimiter,
             encoding_hint=reading.encoding_hint))
         reading.check_required(resource)
+        if _may_split(run, reading, gzip=stream is not raw, size=size):
+            planned = _split(run, file_key, reading)
+            if planned is not False:
+                return planned
         if job.dry_run and job.checkpoint:
             progress.start_over()
             job = run.job = replace(job, checkpoint=0, bytes_processed=0, processed_records=0,
@@ -131,6 +136,42 @@ def _run(run: ImportRun) -> JobStatus | None:
             batches = _prefetch(_prepare(records, validator, stager, raw, job.checkpoint,
                                          settings.batch_size))
             return _load_batches(run, batches, stager, loader, data)
+
+
+def _may_split(run: ImportRun, reading: Reading, *, gzip: bool, size: int | None) -> bool:
+    job = run.job
+    reason = split.not_split_reason(
+        size=size, min_bytes=run.settings.split_min_bytes, fmt=reading.format.value,
+        codec=reading.encoding, declared_encoding=job.encoding, gzip=gzip,
+        dry_run=job.dry_run, mode=job.mode, checkpoint=job.checkpoint)
+    if reason is not None and size is not None and size >= run.settings.split_min_bytes > 0:
+        log.info("import %s runs as one stream: %s", job.id, reason)
+    return reason is None
+
+
+def _split(run: ImportRun, file_key: str, reading: Reading) -> JobStatus | Literal[False] | None:
+    """Plan the chunks and hand them to the queue (``processing``; ``None``: the job is
+    no longer ours); False when the pass finds the file cannot be cut for sure."""
+    job, settings = run.job, run.settings
+    resource = get_resource(job.resource)
+    with run.storage.open_read(file_key) as f:
+        found = split.plan(f, resource, fmt=reading.format.value,
+                           chunk_bytes=settings.chunk_bytes,
+                           max_line_bytes=settings.max_line_bytes,
+                           delimiter=reading.source.delimiter or ",", fields=reading.fields,
+                           column_map=job.column_map)
+    if found is None:
+        log.info("import %s runs as one stream: no record boundaries to cut at for sure",
+                 job.id)
+        return False
+    with run.connect() as data:
+        defaults = insert_defaults(data, resource)
+    if not run.progress.split(found, defaults):
+        _log_stopped(run, "while planning its chunks")
+        return None
+    log.info("import %s split into %d chunks (%d records, %d hot values)", job.id,
+             len(found.chunks), found.records, len(found.hot))
+    return JobStatus.PROCESSING
 
 
 def _log_stopped(run: ImportRun, when: str) -> None:

@@ -16,13 +16,18 @@ from typing import Any, Protocol
 
 import psycopg
 
+from bulkport.pipeline.split import Plan
 from bulkport.pipeline.types import Rejected
 from bulkport.status import JobStatus
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a run ended, for the runtime to record."""
+    """How a run ended, for the runtime to record.
+
+    ``processing``: the import was split into chunks (:meth:`ImportProgress.split`);
+    the workers that claim its chunks finish it.
+    """
 
     status: JobStatus
     failure_reason: str | None = None
@@ -56,8 +61,11 @@ class BatchProgress:
     bytes_processed: int
     processed: int
     rejected: Sequence[Rejected]
-    #: Error counts of the whole job so far (including this batch's).
+    #: Error counts of the whole job so far (including this batch's); a chunk of a
+    #: split import gives its batch's own counts, added up in the job.
     error_counts: dict[str, int]
+    #: A chunk's records held back for the tail: ``(row, record as JSON)``.
+    held: Sequence[tuple[int, bytes]] = ()
 
 
 class JobControl(Protocol):
@@ -82,6 +90,13 @@ class ImportProgress(JobControl, Protocol):
     def start_over(self) -> None:
         """Forget the progress of earlier runs (a dry run cannot resume)."""
 
+    def split(self, plan: Plan, defaults: Sequence[tuple[int, str]]) -> bool:
+        """Store the plan of a split import and its chunks, for any worker to claim.
+
+        ``defaults`` are the insert defaults evaluated once for the whole job. False
+        when the job is no longer this run's.
+        """
+
     def commit_batch(self, conn: psycopg.Connection[Any] | None,
                      batch: BatchProgress) -> JobStatus:
         """Record the batch, its rejected records and checkpoint in ``conn``'s transaction.
@@ -91,3 +106,17 @@ class ImportProgress(JobControl, Protocol):
         raises :class:`bulkport.errors.LeaseLost` when the job is no longer this
         run's, so that the caller's transaction rolls back.
         """
+
+
+class ChunkProgress(JobControl, Protocol):
+    """A chunk's progress (a split import): its batches commit with the chunk's checkpoint."""
+
+    def commit_batch(self, conn: psycopg.Connection[Any], batch: BatchProgress) -> JobStatus:
+        """Record the batch (its rejected and held records, the chunk's checkpoint, the
+        job's counters) in ``conn``'s transaction; the job's status (``cancelled``: stop).
+
+        Raises :class:`bulkport.errors.LeaseLost` when the chunk is no longer this run's.
+        """
+
+    def held_records(self, after_row: int, limit: int) -> list[tuple[int, bytes]]:
+        """The tail: held records ``(row, record as JSON)`` after ``after_row``, in row order."""

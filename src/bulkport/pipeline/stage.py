@@ -77,14 +77,14 @@ class SeenFilter:
 
 
 def prepare(validator: RecordValidator, stager: Stager, records: Iterable[RawRecord],
-            **progress: int) -> PreparedBatch:
+            checkpoint: int = 0, bytes_processed: int = 0) -> PreparedBatch:
     """Validate ``records`` and stage the valid ones: one batch, its first round staged.
 
-    ``progress``: the batch's ``checkpoint`` and ``bytes_processed``.
+    ``checkpoint`` and ``bytes_processed``: where the run stands once it commits.
     """
     valid, rejected = validator.validate(records)
     return PreparedBatch(rejected, stager.stage(valid), size=len(valid) + len(rejected),
-                         **progress)
+                         checkpoint=checkpoint, bytes_processed=bytes_processed)
 
 
 def key_function(resource: Resource) -> KeyOf | None:

@@ -165,8 +165,11 @@ class PreparedBatch:
     checkpoint: int = 0
     #: Input bytes consumed once this batch commits (progress and ETA).
     bytes_processed: int = 0
-    #: Records of the batch in all (rejected, staged and deferred).
+    #: Records of the batch in all (rejected, staged, deferred and held).
     size: int = 0
+    #: A chunk of a split import: valid records held back for the tail, which loads
+    #: them in file order once every chunk is done (:mod:`bulkport.pipeline.chunked`).
+    held: list[ValidRecord] = field(default_factory=list)
 
     @property
     def rows(self) -> list[list[str | None]]:

@@ -77,7 +77,9 @@ WHERE id = (
            AND NOT EXISTS (SELECT 1 FROM import_job_blockers b
                            WHERE b.resource = ANY (j.waits_for)
                              AND b.created_at < j.created_at))
-       OR (status = 'processing' AND lease_expires_at < now())
+       OR (status = 'processing' AND lease_expires_at < now()
+           -- A split import is finished by its chunks (claim_chunk), never rerun whole.
+           AND NOT EXISTS (SELECT 1 FROM import_plans p WHERE p.job_id = j.id))
     ORDER BY kind <> %(first)s, created_at
     FOR UPDATE SKIP LOCKED
     LIMIT 1
@@ -207,6 +209,147 @@ FOR UPDATE SKIP LOCKED;
 -- name: forget_upload_file
 UPDATE jobs SET file_deleted_at = now(), updated_at = now()
 WHERE id = %(id)s AND file_key = %(file_key)s;
+
+-- Split imports (migrations/0006_import_chunks.sql, docs/imports.md "Chunked imports").
+
+-- name: insert_import_plan
+-- Only while the planning worker still owns the job; the job's lease now bounds the
+-- life of a cancelled job's last batches (extended by every chunk batch). The bytes
+-- before the first chunk (a CSV header) count as processed.
+WITH job AS (
+    UPDATE jobs SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+                    bytes_processed = %(header_bytes)s, updated_at = now()
+    WHERE id = %(id)s AND owner = %(owner)s AND status = 'processing'
+    RETURNING id
+)
+INSERT INTO import_plans (job_id, hot, defaults)
+SELECT id, %(hot)s, %(defaults)s FROM job
+RETURNING job_id;
+
+-- name: insert_import_chunks
+INSERT INTO import_chunks (job_id, seq, is_tail, start_byte, end_byte, first_row, checkpoint)
+SELECT %(id)s, u.seq, u.is_tail, u.start_byte, u.end_byte, u.first_row, u.first_row
+FROM unnest(%(seqs)s::int[], %(tails)s::bool[], %(starts)s::bigint[], %(ends)s::bigint[],
+            %(firsts)s::bigint[]) AS u(seq, is_tail, start_byte, end_byte, first_row);
+
+-- name: claim_chunk
+-- The next chunk of a running split import: pending, or held by a worker whose lease
+-- expired; the tail only once every other chunk is done; at most
+-- %(max_in_flight)s chunks of a job leased at once (counted at claim time: two claims
+-- of the same instant may both see room for one). Oldest job first, then by seq.
+UPDATE import_chunks c
+SET status = 'processing', owner = %(owner)s, attempts = c.attempts + 1,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM (
+    SELECT o.job_id, o.seq FROM import_chunks o JOIN jobs j ON j.id = o.job_id
+    WHERE j.status = 'processing'
+      AND (o.status = 'pending' OR (o.status = 'processing' AND o.lease_expires_at < now()))
+      AND (NOT o.is_tail OR NOT EXISTS (
+          SELECT 1 FROM import_chunks d
+          WHERE d.job_id = o.job_id AND NOT d.is_tail AND d.status IN ('pending', 'processing')))
+      AND (SELECT count(*) FROM import_chunks f
+           WHERE f.job_id = o.job_id AND f.status = 'processing'
+             AND f.lease_expires_at >= now()) < %(max_in_flight)s
+    ORDER BY j.created_at, o.seq
+    FOR UPDATE OF o SKIP LOCKED
+    LIMIT 1
+) pick
+WHERE c.job_id = pick.job_id AND c.seq = pick.seq
+RETURNING c.*, (SELECT p.hot FROM import_plans p WHERE p.job_id = c.job_id) AS hot,
+          (SELECT p.defaults FROM import_plans p WHERE p.job_id = c.job_id) AS defaults;
+
+-- name: renew_chunk_lease
+-- No row once the chunk is no longer %(owner)s's or its job no longer runs (cancelled).
+UPDATE import_chunks c
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM jobs j
+WHERE c.job_id = %(id)s AND c.seq = %(seq)s AND c.owner = %(owner)s
+  AND c.status = 'processing' AND j.id = c.job_id AND j.status = 'processing'
+RETURNING j.status;
+
+-- name: commit_chunk_batch
+-- In the batch's transaction, guarded by the chunk's owner: no row, the caller rolls
+-- the batch back. Returns the bytes the chunk had done before, for the job's total.
+UPDATE import_chunks c
+SET checkpoint = %(checkpoint)s, bytes_done = %(bytes_done)s,
+    processed = c.processed + %(processed)s, held = c.held + %(held)s, attempts = 1,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM (SELECT bytes_done FROM import_chunks
+      WHERE job_id = %(id)s AND seq = %(seq)s FOR UPDATE) AS before
+WHERE c.job_id = %(id)s AND c.seq = %(seq)s AND c.owner = %(owner)s
+  AND c.status = 'processing'
+RETURNING before.bytes_done AS bytes_before;
+
+-- name: add_chunk_progress
+-- A chunk batch's counters added to its job's (error counts merged key by key); the
+-- job's checkpoint is the furthest row committed, its lease outlives the last batch.
+UPDATE jobs
+SET processed_records = processed_records + %(processed)s,
+    successful_records = successful_records + %(successful)s,
+    error_records = error_records + %(rejected)s,
+    bytes_processed = bytes_processed + %(bytes)s,
+    checkpoint = greatest(checkpoint, %(checkpoint)s),
+    error_counts = (SELECT coalesce(jsonb_object_agg(k, n), '{}'::jsonb)
+                    FROM (SELECT k, sum(v::bigint) AS n
+                          FROM (SELECT key, value FROM jsonb_each_text(error_counts)
+                                UNION ALL
+                                SELECT key, value FROM jsonb_each_text(%(error_counts)s))
+                               AS e(k, v)
+                          GROUP BY k) AS merged),
+    lease_expires_at = greatest(lease_expires_at,
+                                now() + make_interval(secs => %(lease_seconds)s)),
+    updated_at = now()
+WHERE id = %(id)s AND status IN ('processing', 'cancelled')
+RETURNING status;
+
+-- name: copy_held_records
+COPY held_records (job_id, row, data) FROM STDIN;
+
+-- name: list_held_records
+SELECT row, data FROM held_records
+WHERE job_id = %(id)s AND row > %(after_row)s
+ORDER BY row
+LIMIT %(limit)s;
+
+-- name: finish_chunk
+UPDATE import_chunks SET status = 'done', lease_expires_at = NULL
+WHERE job_id = %(id)s AND seq = %(seq)s AND owner = %(owner)s AND status = 'processing'
+RETURNING seq;
+
+-- name: release_chunk
+-- Graceful stop: another worker resumes the chunk at once, after its checkpoint.
+UPDATE import_chunks SET status = 'pending', owner = NULL, lease_expires_at = NULL
+WHERE job_id = %(id)s AND seq = %(seq)s AND owner = %(owner)s AND status = 'processing';
+
+-- name: finish_chunked_job
+-- The tail's end (or a chunk's failure, %(status)s = 'failed'): the job's status from
+-- its aggregated counters, while %(owner)s holds chunk %(seq)s of it.
+UPDATE jobs
+SET status = CASE WHEN %(status)s::job_status IS NOT NULL THEN %(status)s::job_status
+                  WHEN processed_records = 0 THEN 'failed'::job_status
+                  WHEN error_records > 0 THEN 'completed_with_errors'::job_status
+                  ELSE 'completed'::job_status END,
+    failure_reason = CASE WHEN %(status)s::job_status IS NOT NULL THEN %(failure_reason)s
+                          WHEN processed_records = 0 THEN 'the file holds no records' END,
+    total_records = processed_records, completed_at = now(), updated_at = now(),
+    lease_expires_at = NULL
+WHERE id = %(id)s AND status = 'processing'
+  AND EXISTS (SELECT 1 FROM import_chunks c
+              WHERE c.job_id = %(id)s AND c.seq = %(seq)s AND c.owner = %(owner)s
+                AND c.status = 'processing')
+RETURNING *;
+
+-- name: delete_held_records
+DELETE FROM held_records WHERE job_id = %(id)s;
+
+-- name: drop_chunks
+-- The job ended (cancelled, failed): its chunks not done never run. A chunk still
+-- held by a worker is dropped by that worker once its batch in flight is in.
+UPDATE import_chunks SET status = 'dropped', lease_expires_at = NULL
+WHERE job_id = %(id)s
+  AND (status = 'pending' OR (status = 'processing' AND owner = %(owner)s))
+  AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = %(id)s
+              AND j.status IN ('cancelled', 'failed', 'completed', 'completed_with_errors'));
 
 -- name: health_check
 SELECT 1;
