@@ -147,6 +147,15 @@ class _Range(io.RawIOBase):
         super().close()
 
 
+def counted(size: int, chunk: bytes, max_bytes: int) -> int:
+    """``size`` plus ``chunk``; 413 as soon as a stored file passes ``max_bytes``."""
+    size += len(chunk)
+    if size > max_bytes:
+        raise PayloadTooLarge(f"the file is larger than the limit of {max_bytes} bytes",
+                              limit_bytes=max_bytes)
+    return size
+
+
 class _Sink:
     """A new stored file being written: counts, hashes, enforces the size limit."""
 
@@ -163,12 +172,7 @@ class _Sink:
         return self
 
     def write(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.max_bytes:
-            raise PayloadTooLarge(
-                f"the file is larger than the limit of {self.max_bytes} bytes",
-                limit_bytes=self.max_bytes,
-            )
+        self.size = counted(self.size, chunk, self.max_bytes)
         self.digest.update(chunk)
         try:
             self.out.write(chunk)

@@ -36,8 +36,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bulkport.errors import PayloadTooLarge
-from bulkport.storage import CHUNK_BYTES, StorageError, StoredFile, check_key, new_key
+from bulkport.storage import (
+    CHUNK_BYTES,
+    StorageError,
+    StoredFile,
+    check_key,
+    counted,
+    new_key,
+)
 
 if TYPE_CHECKING:
     from bulkport.config import Settings
@@ -150,12 +156,7 @@ class _Upload:
 
     def add(self, chunk: bytes) -> list[bytes]:
         """Take ``chunk``; the full parts to send (each exactly one part size)."""
-        self.size += len(chunk)
-        if self.size > self.max_bytes:
-            raise PayloadTooLarge(
-                f"the file is larger than the limit of {self.max_bytes} bytes",
-                limit_bytes=self.max_bytes,
-            )
+        self.size = counted(self.size, chunk, self.max_bytes)
         self.digest.update(chunk)
         self.buffer += chunk
         parts = []
