@@ -26,7 +26,15 @@ from psycopg.rows import dict_row
 
 from tests.conftest import S3_CREDENTIALS, TABLES, ServerProcess, own_database, s3_env
 from tests.integration.test_chunked_import import repeats_file
-from tests.scale.cluster import Cluster, Instance, outcome, start_cluster, upload, wait_for
+from tests.scale.cluster import (
+    Cluster,
+    Instance,
+    job,
+    outcome,
+    start_cluster,
+    upload,
+    wait_for,
+)
 from tests.scale.test_multi_instance import ENV
 
 pytestmark = pytest.mark.e2e
@@ -34,8 +42,13 @@ pytestmark = pytest.mark.e2e
 #: At least this many chunks (the tail not counted).
 CHUNKS = 8
 
-#: Batches of 100 (a chunk commits a few dozen) and the module's short lease.
-SPLIT_ENV = {**ENV, "BULKPORT_BATCH_SIZE": "100", "BULKPORT_MAX_CHUNKS_IN_FLIGHT": "8"}
+#: The module's small batches (a chunk commits a hundred or more: it is caught part-way)
+#: and short lease.
+SPLIT_ENV = {**ENV, "BULKPORT_MAX_CHUNKS_IN_FLIGHT": "8"}
+
+#: Status fields compared besides the counters.
+MORE = ("format", "delimiter", "encoding", "failure_reason", "progress", "file_size_bytes",
+        "errors")
 
 #: The table without what differs from run to run: generated ids, default timestamps.
 TABLE = ("SELECT CASE WHEN id ~ '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$' "
@@ -64,7 +77,7 @@ def expected(pg_url: str, users_file: bytes, tmp_path_factory: pytest.TempPathFa
         assert srv.wait_job(job_id)["status"] == "completed_with_errors"
         with psycopg.connect(url) as c:  # one stream indeed
             assert c.execute("SELECT count(*) FROM import_chunks").fetchone() == (0,)
-        return outcome(url, srv, job_id, table=TABLE)
+        return {**outcome(url, srv, job_id, table=TABLE), "more": _more(srv, job_id)}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +130,8 @@ def _empty(url: str) -> None:
 def _chunks(url: str, job_id: str) -> list[dict[str, Any]]:
     with psycopg.connect(url) as c, c.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT seq, status, owner, start_byte, end_byte, first_row, checkpoint, attempts"
+            "SELECT seq, status, owner, start_byte, end_byte, first_row, checkpoint, bytes_done,"
+            " attempts"
             " FROM import_chunks WHERE job_id = %s AND NOT is_tail ORDER BY seq",
             (job_id,)).fetchall()
 
@@ -129,8 +143,19 @@ def _file_key(url: str, job_id: str) -> str:
     return str(row[0])
 
 
-def _assert_one_stream(got: dict[str, Any], expected: dict[str, Any]) -> None:
+def _more(http: ServerProcess, job_id: str) -> dict[str, Any]:
+    """Status fields beyond :data:`~tests.scale.cluster.COUNTERS` a split run keeps too."""
+    status = job(http, job_id)
+    with psycopg.connect(http.env["BULKPORT_DATABASE_URL"]) as c:
+        stored = c.execute("SELECT bytes_processed, columns FROM jobs WHERE id = %s",
+                           (job_id,)).fetchone()
+    return {**{k: status[k] for k in MORE}, "stored": stored}
+
+
+def _assert_one_stream(http: ServerProcess, job_id: str, expected: dict[str, Any]) -> None:
+    got = outcome(http.env["BULKPORT_DATABASE_URL"], http, job_id, table=TABLE)
     assert got["counters"] == expected["counters"]
+    assert _more(http, job_id) == expected["more"]
     assert got["errors"] == expected["errors"]
     assert got["downloads"] == expected["downloads"]
     assert got["rows"] == expected["rows"]
@@ -153,7 +178,7 @@ def test_a_split_upload_to_a_runs_on_b_and_c_from_ranged_reads_as_one_stream(
     job_id = upload(a, "users.csv", users_file)
     done = cluster["B"].http.wait_job(job_id)
     assert done["status"] == "completed_with_errors", done
-    _assert_one_stream(outcome(cluster.url, a, job_id, table=TABLE), expected)
+    _assert_one_stream(a, job_id, expected)
 
     chunks = _chunks(cluster.url, job_id)
     assert len(chunks) >= 6 and {c["status"] for c in chunks} == {"done"}, chunks
@@ -181,9 +206,11 @@ def test_a_killed_instance_s_chunk_is_reclaimed_and_the_import_is_one_stream(
     held: list[tuple[Instance, dict[str, Any]]] = []
 
     def mid_chunk() -> bool:
-        # A chunk with committed batches, not done, held by a live instance's worker.
+        # A chunk with committed batches, less than half done (it is not done by the time
+        # the kill lands), held by a live instance's worker.
         held[:] = [(i, c) for c in _chunks(cluster.url, job_id)
                    if c["status"] == "processing" and c["checkpoint"] > c["first_row"]
+                   and c["bytes_done"] < (c["end_byte"] - c["start_byte"]) / 2
                    and (i := _holder(cluster, c["owner"])) is not None][:1]
         return bool(held)
 
@@ -198,7 +225,7 @@ def test_a_killed_instance_s_chunk_is_reclaimed_and_the_import_is_one_stream(
     try:
         done = a.wait_job(job_id, timeout=120)
         assert done["status"] == "completed_with_errors", done
-        _assert_one_stream(outcome(cluster.url, a, job_id, table=TABLE), expected)
+        _assert_one_stream(a, job_id, expected)
         after = {c["seq"]: c for c in _chunks(cluster.url, job_id)}
         assert {c["status"] for c in after.values()} == {"done"}, after
         reclaimed = dict(survivor.chunk_claims(job_id))
