@@ -30,6 +30,7 @@ from tests.scale.cluster import (
     Cluster,
     Instance,
     job,
+    log_entries,
     outcome,
     start_cluster,
     upload,
@@ -195,6 +196,14 @@ def test_a_split_upload_to_a_runs_on_b_and_c_from_ranged_reads_as_one_stream(
     assert (batches["B"] | batches["C"]) - {-1} == {c["seq"] for c in chunks}, batches
     assert not (batches["B"] & batches["C"]), batches  # no chunk ran twice
     assert claims["B"] >= batches["B"] and claims["C"] >= batches["C"], (batches, claims)
+    # Those lines carry the job's id, the chunk and the worker as fields too.
+    lines = [e for i in cluster.live() for e in log_entries(i.log)
+             if e.get("message", "").startswith(f"import {job_id} ")
+             and " batch committed by " in e["message"]]
+    assert len(lines) >= len(chunks) and all(
+        e["job_id"] == job_id and f" by {e['worker']} " in e["message"]
+        and f"chunk {e['chunk']} " in e["message"] for e in lines
+        if not e["message"].startswith(f"import {job_id} tail ")), lines[:3]
 
 
 def test_a_killed_instance_s_chunk_is_reclaimed_and_the_import_is_one_stream(
