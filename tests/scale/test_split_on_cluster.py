@@ -104,13 +104,14 @@ def s3_requests(s3_endpoint: str, tmp_path: Path) -> Iterator[Path]:
     """moto's request recorder (the server runs in this process), into a file of the test."""
     from moto.moto_api import recorder
 
-    recorder._location = str(tmp_path / "s3-requests.ndjson")
+    before, recorder._location = recorder._location, str(tmp_path / "s3-requests.ndjson")
     recorder.reset_recording()
     recorder.start_recording()
     try:
         yield Path(recorder._location)
     finally:
         recorder.stop_recording()
+        recorder._location = before
 
 
 def _ranges(recording: Path, file_key: str) -> set[str]:
