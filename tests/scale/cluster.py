@@ -126,6 +126,25 @@ class Instance:
                 claimed.setdefault(e["job_id"], []).append(attempt)
         return claimed
 
+    def chunk_claims(self, job_id: str) -> list[tuple[int, int]]:
+        """``[(chunk seq, attempt), …]`` of a split import's chunks this instance's workers
+        claimed, in log order (the tail is ``-1``)."""
+        claims = []
+        for message in self._chunk_lines(f"import job {job_id} ", " claimed by "):
+            what = message.split(" claimed by ", 1)[0].removeprefix(f"import job {job_id} ")
+            attempt = int(message.rsplit("attempt ", 1)[1].rstrip(")"))
+            claims.append((_seq(what), attempt))
+        return claims
+
+    def chunk_batches(self, job_id: str) -> list[int]:
+        """The chunk seq of every batch of ``job_id`` this instance committed (tail: -1)."""
+        return [_seq(m.split(" batch committed by ", 1)[0].removeprefix(f"import {job_id} "))
+                for m in self._chunk_lines(f"import {job_id} ", " batch committed by ")]
+
+    def _chunk_lines(self, prefix: str, marker: str) -> list[str]:
+        return [m for e in log_entries(self.log)
+                if (m := e.get("message", "")).startswith(prefix) and marker in m]
+
     def kill(self) -> None:
         """SIGKILL the instance and all its processes at once: no graceful anything."""
         proc = self.process.proc
@@ -170,6 +189,28 @@ class Cluster:
 
     def claims_by_instance(self, kind: str = "import") -> dict[str, dict[str, list[int]]]:
         return {name: i.claims(kind) for name, i in self.instances.items()}
+
+
+def _seq(what: str) -> int:
+    """``chunk 3`` → 3, ``tail`` → -1."""
+    return -1 if what == "tail" else int(what.removeprefix("chunk "))
+
+
+def start_cluster(url: str, root: Path, env: dict[str, str]) -> Cluster:
+    """``serve`` A (no workers), ``serve`` B (one worker) and ``bulkport worker`` C (one),
+    each with a data directory of its own under ``root``."""
+    cluster = Cluster(url)
+    try:
+        cluster.add(Instance("A", ServerProcess(url, root / "a" / "data", workers=0,
+                                                env=env).start()))
+        cluster.add(Instance("B", ServerProcess(url, root / "b" / "data", workers=1,
+                                                env=env).start()))
+        cluster.add(Instance("C", WorkerProcess(url, root / "c" / "data", workers=1,
+                                                env=env).start()))
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
 
 
 def job(http: ServerProcess, job_id: str) -> dict[str, Any]:

@@ -29,7 +29,15 @@ from tests.conftest import (
     own_database,
     s3_env,
 )
-from tests.scale.cluster import Cluster, Instance, WorkerProcess, job, outcome, upload, wait_for
+from tests.scale.cluster import (
+    Cluster,
+    Instance,
+    job,
+    outcome,
+    start_cluster,
+    upload,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -55,14 +63,8 @@ def cluster(pg_url: str, s3_endpoint: str, bucket: str,
     root = tmp_path_factory.mktemp("cluster")
     env = {**ENV, **s3_env(s3_endpoint, bucket)}
     with own_database(pg_url, "bulkport_scale") as url:
-        cluster = Cluster(url)
+        cluster = start_cluster(url, root, env)
         try:
-            cluster.add(Instance("A", ServerProcess(url, root / "a" / "data", workers=0,
-                                                    env=env).start()))
-            cluster.add(Instance("B", ServerProcess(url, root / "b" / "data", workers=1,
-                                                    env=env).start()))
-            cluster.add(Instance("C", WorkerProcess(url, root / "c" / "data", workers=1,
-                                                    env=env).start()))
             data_dirs = {i.process.args[i.process.args.index("--data-dir") + 1]
                          for i in cluster.instances.values()}
             assert len(data_dirs) == 3  # each its own: nothing shared on disk

@@ -176,7 +176,7 @@ def run_chunk(claim: ChunkClaim, owner: str, res: Resources,
         job = service.get(conn, JobKind.IMPORT, claim.job_id)
         done = run_chunk_pipeline(ChunkRun(job=job, work=claim.work, settings=res.settings,
                                            storage=res.uploads, connect=res.connect,
-                                           progress=progress))
+                                           progress=progress, owner=owner))
         if not done:
             service.chunk_stopped(conn, claim.job_id, seq, owner)
             return None

@@ -28,6 +28,7 @@ from bulkport.jobs.chunk_store import ChunkClaim
 from bulkport.jobs.report import job_log_context, report_finished
 from bulkport.jobs.runtime import Resources, run_chunk, run_claimed
 from bulkport.jobs.sweep import Sweeper
+from bulkport.logs import log_context
 from bulkport.records import Job
 from bulkport.status import JobKind, JobStatus
 from bulkport.storage import upload_storage
@@ -117,7 +118,10 @@ class Worker:
             job = (service.claim(conn, kinds[self._turn], self.name, lease)
                    if chunk is None else None)
         if chunk is not None:
-            with self.busy.running():
+            # Like a job's lines, a chunk's carry the job's id (and which chunk, which
+            # worker): one query finds every line of a split import on every instance.
+            with log_context(job_id=chunk.job_id, job_type=str(JobKind.IMPORT),
+                             chunk=chunk.work.seq, worker=self.name), self.busy.running():
                 self._run_chunk(chunk)
             return True
         if job is None:

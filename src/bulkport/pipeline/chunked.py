@@ -62,6 +62,8 @@ class ChunkRun:
     storage: Storage
     connect: ConnFactory
     progress: ChunkProgress
+    #: The worker running the chunk (its lease owner), named in the log.
+    owner: str
 
 
 class Holder:
@@ -196,6 +198,11 @@ def _load(run: ChunkRun, batches: Iterator[PreparedBatch], stager: Stager, loade
                 error_counts=dict(counts),
                 held=[(r.row, orjson.dumps(r.data)) for r in batch.held]))
         meter.done(batch.size - len(batch.held), len(rejected))
+        # One line per committed batch: where each part of a split import ran shows in
+        # the logs of the instances (operators follow a job across them).
+        log.info("import %s %s batch committed by %s (records to %d, %d rejected)",
+                 run.job.id, "tail" if run.work.is_tail else f"chunk {run.work.seq}",
+                 run.owner, batch.checkpoint, len(rejected))
         if status is JobStatus.CANCELLED:
             log.info("import %s chunk %d cancelled at record %d", run.job.id, run.work.seq,
                      batch.checkpoint)
