@@ -42,6 +42,23 @@ TABLES = ("import_errors", "jobs", "comments", "articles", "users",
           "rate_limit_buckets")
 
 
+def empty_tables(conn: psycopg.Connection[Any], tables: tuple[str, ...] = TABLES) -> None:
+    """TRUNCATE ``tables`` (autocommit ``conn``), retried when it deadlocks.
+
+    A server or worker left running by a module-scoped fixture keeps polling the
+    queue: its claim reads the chunk table and the job table, which TRUNCATE's
+    CASCADE locks in another order, and PostgreSQL then aborts one of the two.
+    """
+    for attempt in range(5):
+        try:
+            conn.execute("TRUNCATE " + ", ".join(tables) + " CASCADE")
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     url = os.environ.get("BULKPORT_TEST_DATABASE_URL")
@@ -72,7 +89,7 @@ def conn(pg_url: str) -> Iterator[psycopg.Connection[Any]]:
 def clean_db(pg_url: str) -> str:
     """An emptied database (tables kept, rows gone)."""
     with db.connect(pg_url, autocommit=True) as c:
-        c.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        empty_tables(c)
     return pg_url
 
 

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from bulkport.gen import GenConfig, build_mix, generate
 from tests.browser.conftest import Console, open_console
-from tests.conftest import TABLES, USERS_HUGE, ServerProcess
+from tests.conftest import USERS_HUGE, ServerProcess, empty_tables
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,7 @@ def console(browser: Browser, srv: ServerProcess, tmp_path: Path) -> Iterator[Co
 @pytest.fixture
 def empty(pg_url: str) -> str:
     with psycopg.connect(pg_url, autocommit=True) as c:
-        c.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        empty_tables(c)
     return pg_url
 
 

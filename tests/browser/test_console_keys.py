@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.browser.conftest import open_console
-from tests.conftest import TABLES, USERS_HUGE, ServerProcess
+from tests.conftest import USERS_HUGE, ServerProcess, empty_tables
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ KEY = "console-test-key-1"
 @pytest.fixture(scope="module")
 def srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with psycopg.connect(pg_url, autocommit=True) as c:
-        c.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        empty_tables(c)
     server = ServerProcess(pg_url, tmp_path_factory.mktemp("console-keys") / "data",
                            env={"BULKPORT_API_KEYS": KEY}).start()
     try:

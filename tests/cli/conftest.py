@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import TABLES, ServerProcess
+from tests.conftest import ServerProcess, empty_tables
 from tests.e2e.test_imports_http import _server_on_own_database
 
 API_KEY = "cli-test-key-0123456789"
@@ -49,7 +49,7 @@ def idle(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
 def sql(pg_url: str) -> Iterator[psycopg.Connection[Any]]:
     """A connection to the module server's database, on emptied tables."""
     with psycopg.connect(pg_url, autocommit=True) as c:
-        c.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        empty_tables(c)
         yield c
 
 

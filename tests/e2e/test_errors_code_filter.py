@@ -12,7 +12,7 @@ import orjson
 import psycopg
 import pytest
 
-from tests.conftest import TABLES, USERS_HUGE, ServerProcess
+from tests.conftest import USERS_HUGE, ServerProcess, empty_tables
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ HUGE_CODES = {"invalid_email_format": 201, "invalid_role": 167, "duplicate_email
 def job(pg_url: str, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[tuple[ServerProcess, str]]:
     with psycopg.connect(pg_url, autocommit=True) as c:
-        c.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        empty_tables(c)
     server = ServerProcess(pg_url, tmp_path_factory.mktemp("errors-code") / "data").start()
     try:
         with server.client() as c, USERS_HUGE.open("rb") as f:

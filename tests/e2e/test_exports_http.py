@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from tests import export_data
-from tests.conftest import TABLES, ServerProcess, own_database
+from tests.conftest import ServerProcess, empty_tables, own_database
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ STREAM_APP = "bulkport-export-stream"
 
 def _reset(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as c:
-        c.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        empty_tables(c)
         export_data.seed(c)
 
 

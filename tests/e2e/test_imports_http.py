@@ -28,7 +28,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from bulkport import db
-from tests.conftest import TABLES, USERS_HUGE, ServerProcess
+from tests.conftest import USERS_HUGE, ServerProcess, empty_tables
 
 pytestmark = pytest.mark.e2e
 
@@ -95,7 +95,7 @@ def slow_srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory
 def http(srv: ServerProcess, pg_url: str) -> Iterator[httpx.Client]:
     """A client of the module's server, on emptied tables."""
     with psycopg.connect(pg_url, autocommit=True) as c:
-        c.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        empty_tables(c)
     with srv.client() as client:
         yield client
 

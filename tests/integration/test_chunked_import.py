@@ -30,7 +30,7 @@ from bulkport.jobs import service
 from bulkport.jobs.worker import Worker
 from bulkport.pipeline.rejects import csv_download
 from bulkport.status import JobKind
-from tests.conftest import get_job, submit_import
+from tests.conftest import empty_tables, get_job, submit_import
 
 COUNTERS = ("status", "total_records", "processed_records", "successful_records",
             "error_records", "failed_batches", "error_counts", "failure_reason",
@@ -130,7 +130,7 @@ def one_run(url: str, settings: Settings, path: Path, workers: int, *, mode: str
             fmt: str | None = None, prepare: Callable[[psycopg.Connection[Any]], None]
             | None = None) -> dict[str, Any]:
     with db.connect(url, autocommit=True) as c:
-        c.execute("TRUNCATE users, jobs CASCADE")
+        empty_tables(c, ("users", "jobs"))
         if prepare:
             prepare(c)
     job_id = submit_import(url, settings, path, "users", mode=mode, fmt=fmt)
@@ -256,7 +256,7 @@ def test_a_graceful_stop_hands_chunks_back(clean_db: str, settings: Settings,
     s = settings.model_copy(update={"batch_size": 20, "chunk_bytes": 64 * 1024})
     one = one_run(clean_db, s.model_copy(update={"split_min_bytes": 0}), path, 1)
     with db.connect(clean_db, autocommit=True) as c:
-        c.execute("TRUNCATE users, jobs CASCADE")
+        empty_tables(c, ("users", "jobs"))
     split = s.model_copy(update={"split_min_bytes": 1})
     job_id = submit_import(clean_db, split, path, "users")
     stop = threading.Event()

@@ -28,7 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bulkport import db
-from tests.conftest import TABLES, ServerProcess, free_port
+from tests.conftest import ServerProcess, empty_tables, free_port
 from tests.ops.conftest import FileServer
 from tests.ops.test_deploy import PROMETHEUS, alert_exprs, dashboard_exprs
 
@@ -71,7 +71,7 @@ def files() -> Iterator[FileServer]:
 @pytest.fixture(scope="module")
 def srv(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with db.connect(pg_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        empty_tables(conn)
     env = {"BULKPORT_BATCH_SIZE": str(BATCH), "BULKPORT_LOG_FORMAT": "json",
            "BULKPORT_FETCH_ALLOW_LIST": "127.0.0.1/32",
            "BULKPORT_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}

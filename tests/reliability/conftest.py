@@ -25,7 +25,7 @@ import pytest
 
 from bulkport import db
 from bulkport.config import Settings
-from tests.conftest import TABLES, ServerProcess, get_job, run_jobs, submit_import
+from tests.conftest import ServerProcess, empty_tables, get_job, run_jobs, submit_import
 
 #: Environment of every server and worker these tests start: short leases so that a
 #: dead worker's job is taken over quickly, and batches small enough to be interrupted.
@@ -199,7 +199,7 @@ def outcome(url: str, job_ids: list[str]) -> Outcome:
 
 def truncate(url: str) -> None:
     with db.connect(url, autocommit=True) as c:
-        c.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        empty_tables(c)
 
 
 def reference(url: str, settings: Settings, files: list[tuple[Path, str]],

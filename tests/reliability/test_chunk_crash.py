@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bulkport import db
 from bulkport.config import Settings
-from tests.conftest import get_job, submit_import
+from tests.conftest import empty_tables, get_job, submit_import
 from tests.integration.test_chunked_import import downloads as error_downloads
 from tests.integration.test_chunked_import import one_run, repeats_file, table
 from tests.reliability.conftest import Processes, kill_group, wait_until
@@ -36,7 +36,7 @@ def test_sigkill_of_a_chunk_worker_loses_nothing(procs: Processes, settings: Set
     expected = one_run(url, settings.model_copy(update={"split_min_bytes": 0,
                                                         "batch_size": 150}), path, 1)
     with db.connect(url, autocommit=True) as c:
-        c.execute("TRUNCATE users, jobs CASCADE")
+        empty_tables(c, ("users", "jobs"))
 
     data_dir = tmp_path / "data"
     first = procs.worker(data_dir, workers=2, env=CHUNK_ENV).start()

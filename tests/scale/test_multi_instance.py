@@ -22,10 +22,10 @@ import pytest
 
 from tests.conftest import (
     S3_CREDENTIALS,
-    TABLES,
     USERS_HUGE,
     ServerProcess,
     bucket_keys,
+    empty_tables,
     own_database,
     s3_env,
 )
@@ -195,7 +195,7 @@ def reference(pg_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
 def test_a_killed_instance_s_job_is_finished_elsewhere_as_if_never_interrupted(
         cluster: Cluster, reference: ServerProcess, s3_endpoint: str, bucket: str) -> None:
     with psycopg.connect(cluster.url, autocommit=True) as c:  # the table holds this run only
-        c.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        empty_tables(c)
     content = gzip.compress(USERS_HUGE.read_bytes())  # gzip: the resume re-reads the start
     expected_id = upload(reference, "users.csv.gz", content)
     assert reference.wait_job(expected_id)["status"] == "completed_with_errors"

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.conftest import S3_CREDENTIALS, TABLES, ServerProcess, own_database, s3_env
+from tests.conftest import S3_CREDENTIALS, ServerProcess, empty_tables, own_database, s3_env
 from tests.integration.test_chunked_import import repeats_file
 from tests.scale.cluster import (
     Cluster,
@@ -126,7 +126,7 @@ def _ranges(recording: Path, file_key: str) -> set[str]:
 
 def _empty(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as c:  # the table holds this run only
-        c.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        empty_tables(c)
 
 
 def _chunks(url: str, job_id: str) -> list[dict[str, Any]]:
