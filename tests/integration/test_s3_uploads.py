@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import gzip
 import hashlib
-import http.server
 import io
 import socket
 import threading
@@ -31,6 +30,7 @@ from bulkport.pipeline.fetch import fetch
 from bulkport.storage import LocalStorage, StorageError, upload_storage
 from bulkport.storage_s3 import S3Storage
 from tests.conftest import (
+    FileServer,
     bucket_keys,
     get_job,
     pending_uploads,
@@ -231,38 +231,15 @@ def test_delete_removes_the_object(storage: S3Storage, s3: Any, bucket: str) -> 
 # --- what runs on it ------------------------------------------------------------------------
 
 
-class _Files(http.server.BaseHTTPRequestHandler):
-    body = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def file_server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/users.csv"
-    finally:
-        httpd.shutdown()
-
-
 def test_a_file_url_download_streams_into_the_bucket(
-        file_server: str, s3_endpoint: str, bucket: str, s3: Any, tmp_path: Path) -> None:
+        file_server: FileServer, s3_endpoint: str, bucket: str, s3: Any, tmp_path: Path) -> None:
     settings = s3_settings(s3_endpoint, bucket, tmp_path / "data", s3_part_bytes=PART,
                            allow_private_urls=True)
-    _Files.body = _data(PART + 777)
-    stored = fetch(file_server, upload_storage(settings), settings)
+    body = _data(PART + 777)
+    file_server.body("/users.csv", body)
+    stored = fetch(file_server.base + "/users.csv", upload_storage(settings), settings)
     head = s3.head_object(Bucket=bucket, Key=f"uploads/{stored.key}")
-    assert head["ETag"].endswith('-2"') and stored.size == len(_Files.body)
+    assert head["ETag"].endswith('-2"') and stored.size == len(body)
     assert not (tmp_path / "data" / "uploads").exists()  # nothing on local disk
 
 
@@ -312,11 +289,12 @@ def test_an_import_whose_object_is_gone_fails_with_the_reason(
 
 
 def test_a_download_the_bucket_refuses_fails_with_the_reason(
-        file_server: str, s3_endpoint: str, tmp_path: Path) -> None:
+        file_server: FileServer, s3_endpoint: str, tmp_path: Path) -> None:
     settings = s3_settings(s3_endpoint, "no-such-bucket", tmp_path / "data",
                            allow_private_urls=True)
-    _Files.body = b"email,name,role\na@x.io,A,admin\n"
+    url = file_server.base + "/users.csv"
+    file_server.body("/users.csv", b"email,name,role\na@x.io,A,admin\n")
     with pytest.raises(FetchFailed) as failed:
-        fetch(file_server, upload_storage(settings), settings)
-    assert failed.value.message.startswith(f"storing the download of {file_server} failed")
+        fetch(url, upload_storage(settings), settings)
+    assert failed.value.message.startswith(f"storing the download of {url} failed")
     assert "no-such-bucket" in failed.value.message

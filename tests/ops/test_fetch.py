@@ -16,7 +16,7 @@ from bulkport.config import Settings
 from bulkport.errors import FetchFailed
 from bulkport.pipeline.fetch import UrlNotAllowed, check_url, fetch
 from bulkport.storage import LocalStorage
-from tests.ops.conftest import FileServer
+from tests.conftest import FileServer
 
 DATA = b"email,name,role\na@example.com,A,admin\n" * 100
 

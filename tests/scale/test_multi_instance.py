@@ -10,7 +10,6 @@ downloads and export files live in the bucket.
 from __future__ import annotations
 
 import gzip
-import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 from tests.conftest import (
     S3_CREDENTIALS,
     USERS_HUGE,
+    FileServer,
     ServerProcess,
     bucket_keys,
     empty_tables,
@@ -123,34 +123,15 @@ def test_an_upload_to_a_is_run_elsewhere_and_every_instance_answers(
         assert final == ("cancelled" if cancelled.status_code == 200 else "completed")
 
 
-class _File(http.server.BaseHTTPRequestHandler):
-    body = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_a_file_url_import_on_a_is_downloaded_into_the_bucket_by_a_worker(
-        cluster: Cluster, s3_endpoint: str, bucket: str) -> None:
-    _File.body = _users("remote", 100)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _File)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        with cluster["A"].http.client() as ca:
-            created = ca.post("/v1/imports", json={
-                "resource": "users",
-                "file_url": f"http://127.0.0.1:{httpd.server_address[1]}/remote.csv"})
-        assert created.status_code == 202, created.text
-        job_id = created.json()["job_id"]
-        done = cluster["B"].http.wait_job(job_id)
-    finally:
-        httpd.shutdown()
+        cluster: Cluster, s3_endpoint: str, bucket: str, file_server: FileServer) -> None:
+    file_server.body("/remote.csv", _users("remote", 100))
+    with cluster["A"].http.client() as ca:
+        created = ca.post("/v1/imports", json={
+            "resource": "users", "file_url": file_server.base + "/remote.csv"})
+    assert created.status_code == 202, created.text
+    job_id = created.json()["job_id"]
+    done = cluster["B"].http.wait_job(job_id)
     assert (done["status"], done["successful_records"], done["error_records"]) == (
         "completed_with_errors", 90, 10), done
     assert f"uploads/{_file_key(cluster, job_id)}" in bucket_keys(_s3(s3_endpoint), bucket)
