@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -134,6 +135,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
+    """SIGTERM ``proc`` and wait; SIGKILL its process group if it outlives ``timeout``."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 class ServerProcess:
     """``bulkport serve`` as a real process, driven over HTTP."""
 
@@ -167,13 +179,7 @@ class ServerProcess:
         raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
 
     def stop(self, timeout: float = 30) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+        stop_process(self.proc, timeout)
 
     def __enter__(self) -> ServerProcess:
         return self.start()

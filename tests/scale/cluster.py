@@ -29,7 +29,7 @@ import httpx
 import psutil
 import psycopg
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, stop_process
 
 
 class WorkerProcess:
@@ -52,13 +52,7 @@ class WorkerProcess:
         return self
 
     def stop(self, timeout: float = 30) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process(self.proc, timeout)
 
 
 def _started_workers(log: Path) -> int:
