@@ -19,8 +19,14 @@ from bulkport.jobs.store import STORE
 from bulkport.jobs.sweep import sweep
 from bulkport.pipeline.progress import Outcome
 from bulkport.storage import LocalStorage
-from tests.conftest import USERS_HUGE, ServerProcess, get_job, run_jobs, submit_import
-from tests.ops.conftest import FileServer
+from tests.conftest import (
+    USERS_HUGE,
+    FileServer,
+    ServerProcess,
+    get_job,
+    run_jobs,
+    submit_import,
+)
 
 
 def _stored(settings: Settings) -> set[str]:

@@ -28,8 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bulkport import db
-from tests.conftest import ServerProcess, empty_tables, free_port
-from tests.ops.conftest import FileServer
+from tests.conftest import FileServer, ServerProcess, empty_tables, free_port
 from tests.ops.test_deploy import PROMETHEUS, alert_exprs, dashboard_exprs
 
 pytestmark = pytest.mark.e2e

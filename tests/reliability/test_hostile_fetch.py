@@ -29,10 +29,9 @@ from bulkport.jobs.status import JobKind
 from bulkport.jobs.store import STORE, fingerprint
 from bulkport.jobs.worker import Worker
 from bulkport.pipeline.fetch import UrlNotAllowed, check_url, redact
-from tests.conftest import get_job, run_jobs
-from tests.ops.conftest import AppClient, FileServer
-from tests.ops.conftest import app_client as app_client  # the fixtures, used by name
-from tests.ops.conftest import file_server as file_server
+from tests.conftest import FileServer, get_job, run_jobs
+from tests.ops.conftest import AppClient
+from tests.ops.conftest import app_client as app_client  # the fixture, used by name
 from tests.reliability.conftest import Processes, wait_until
 
 ALLOW_LOOPBACK = {"BULKPORT_FETCH_ALLOW_LIST": "127.0.0.1/32"}
