@@ -117,6 +117,27 @@ def submit_import(url: str, settings: Settings, path: Path, resource: str, *,
     return job.id
 
 
+@contextmanager
+def worker_threads(settings: Settings, url: str, count: int, prefix: str = "w"
+                   ) -> Iterator[threading.Event]:
+    """``count`` workers of the real worker loop, each in a thread, for the block.
+
+    Yields their stop event; leaving the block sets it and waits for every
+    worker to hand back or finish what it holds.
+    """
+    stop = threading.Event()
+    workers = [Worker(settings, url, name=f"{prefix}{i}", stopping=stop) for i in range(count)]
+    threads = [threading.Thread(target=w.run_forever) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
 def run_jobs(url: str, settings: Settings) -> None:
     """Run queued jobs to completion in this process (no server needed)."""
     worker = Worker(settings, url, name="test-worker")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import random
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,10 +26,9 @@ from bulkport import db
 from bulkport.config import Settings
 from bulkport.gen import GenConfig, build_mix, generate
 from bulkport.jobs import service
-from bulkport.jobs.worker import Worker
 from bulkport.pipeline.rejects import csv_download
 from bulkport.status import JobKind
-from tests.conftest import empty_tables, get_job, submit_import
+from tests.conftest import empty_tables, get_job, submit_import, worker_threads
 
 COUNTERS = ("status", "total_records", "processed_records", "successful_records",
             "error_records", "failed_batches", "error_counts", "failure_reason",
@@ -90,20 +88,11 @@ def to_ndjson(src: Path, dst: Path) -> Path:
 def run_workers(url: str, settings: Settings, count: int, job_id: str,
                 timeout: float = 240) -> None:
     """``count`` workers of the real worker loop, in threads, until the job ended."""
-    stop = threading.Event()
-    workers = [Worker(settings, url, name=f"w{i}", stopping=stop) for i in range(count)]
-    threads = [threading.Thread(target=w.run_forever) for w in workers]
-    for t in threads:
-        t.start()
     deadline = time.monotonic() + timeout
-    try:
+    with worker_threads(settings, url, count):
         while get_job(url, job_id)["status"] not in TERMINAL:
             assert time.monotonic() < deadline, "the import did not end"
             time.sleep(0.1)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
 
 
 def downloads(url: str, job_id: str) -> tuple[bytes, bytes]:
@@ -209,12 +198,7 @@ def test_cancel_stops_every_chunk(clean_db: str, settings: Settings, tmp_path: P
     s = settings.model_copy(update={"batch_size": 20, "chunk_bytes": 8 * 1024,
                                     "split_min_bytes": 1, "max_chunks_in_flight": 3})
     job_id = submit_import(clean_db, s, path, "users")
-    stop = threading.Event()
-    workers = [Worker(s, clean_db, name=f"w{i}", stopping=stop) for i in range(3)]
-    threads = [threading.Thread(target=w.run_forever) for w in workers]
-    for t in threads:
-        t.start()
-    try:
+    with worker_threads(s, clean_db, 3):
         deadline = time.monotonic() + 60
 
         def in_flight() -> int:
@@ -232,10 +216,6 @@ def test_cancel_stops_every_chunk(clean_db: str, settings: Settings, tmp_path: P
         before = get_job(clean_db, job_id)
         time.sleep(2)
         after = get_job(clean_db, job_id)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
     assert after["status"] == "cancelled"
     assert after["processed_records"] == before["processed_records"] < 6000
     with db.connect(clean_db, autocommit=True) as c:
@@ -259,11 +239,6 @@ def test_a_graceful_stop_hands_chunks_back(clean_db: str, settings: Settings,
         empty_tables(c, ("users", "jobs"))
     split = s.model_copy(update={"split_min_bytes": 1})
     job_id = submit_import(clean_db, split, path, "users")
-    stop = threading.Event()
-    first = [Worker(split, clean_db, name=f"first{i}", stopping=stop) for i in range(2)]
-    threads = [threading.Thread(target=w.run_forever) for w in first]
-    for t in threads:
-        t.start()
     deadline = time.monotonic() + 60
 
     def begun() -> list[tuple[Any, ...]]:
@@ -272,12 +247,11 @@ def test_a_graceful_stop_hands_chunks_back(clean_db: str, settings: Settings,
                              " AND status = 'processing' AND checkpoint > first_row",
                              (job_id,)).fetchall()
 
-    while not begun():
-        assert time.monotonic() < deadline, "no chunk committed a batch"
-        time.sleep(0.02)
-    stop.set()
-    for t in threads:
-        t.join()
+    # Leaving the block stops the workers: they hand their chunks back.
+    with worker_threads(split, clean_db, 2, prefix="first"):
+        while not begun():
+            assert time.monotonic() < deadline, "no chunk committed a batch"
+            time.sleep(0.02)
     with db.connect(clean_db, autocommit=True) as c:
         states = c.execute("SELECT status, owner, checkpoint > first_row FROM import_chunks"
                            " WHERE job_id = %s AND NOT is_tail", (job_id,)).fetchall()

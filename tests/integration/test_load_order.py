@@ -20,7 +20,7 @@ from bulkport.jobs.status import JobKind, JobStatus
 from bulkport.jobs.store import STORE
 from bulkport.jobs.worker import Worker
 from bulkport.resources import RESOURCES
-from tests.conftest import USERS_HUGE, get_job, submit_import
+from tests.conftest import USERS_HUGE, get_job, submit_import, worker_threads
 
 TERMINAL = {s.value for s in JobStatus if s.terminal}
 
@@ -55,20 +55,11 @@ def test_full_load_submitted_at_once_equals_a_sequential_load(
         ids["articles"]: [ids["users"]], ids["comments"]: [ids["users"], ids["articles"]]}
 
     settings = settings.model_copy(update={"batch_size": 2000})
-    stopping = threading.Event()
-    workers = [Worker(settings, clean_db, name=f"w{i}", stopping=stopping) for i in range(3)]
-    threads = [threading.Thread(target=w.run_forever) for w in workers]
-    for t in threads:
-        t.start()
-    try:
-        deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 300
+    with worker_threads(settings, clean_db, 3):
         while {get_job(clean_db, i)["status"] for i in ids.values()} - TERMINAL:
             assert time.monotonic() < deadline, "the load did not finish"
             time.sleep(0.2)
-    finally:
-        stopping.set()
-        for t in threads:
-            t.join()
 
     users = get_job(clean_db, ids["users"])
     assert users["successful_records"] == 9667

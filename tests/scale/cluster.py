@@ -14,6 +14,7 @@ JSON logs in a file of its own. The helpers read what the tests compare:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,16 +62,18 @@ def _started_workers(log: Path) -> int:
 
 
 def log_entries(log: Path) -> list[dict[str, Any]]:
-    """The JSON log lines of ``log`` (other lines, a traceback say, are skipped)."""
+    """The JSON log lines of ``log`` (other lines, a traceback say, are skipped).
+
+    Only the last line may fail to parse: the one a SIGKILLed process was writing.
+    """
     if not log.exists():
         return []
-    entries = []
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                entries.append(json.loads(line))
-            except ValueError:
-                continue
+    lines = [line for line in log.read_text(errors="replace").splitlines()
+             if line.startswith("{")]
+    entries = [json.loads(line) for line in lines[:-1]]
+    if lines:
+        with contextlib.suppress(ValueError):
+            entries.append(json.loads(lines[-1]))
     return entries
 
 
