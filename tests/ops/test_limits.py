@@ -70,6 +70,18 @@ def test_file_within_the_limit_but_body_envelope_counts(app_client: AppClient,
         assert resp.status_code == 202, resp.text
 
 
+def test_every_413_closes_the_connection(app_client: AppClient) -> None:
+    """A 413 from the stored file's own count (the body still fits the multipart
+    allowance) closes the connection like the body limit's: the rest of the body is
+    never read, so the connection cannot carry another request."""
+    with app_client(max_upload_bytes=len(CSV) - 1) as client:
+        resp = client.post("/v1/imports", data={"resource": "users"},
+                           files={"file": ("u.csv", CSV, "text/csv")})
+    assert resp.status_code == 413
+    assert "file is larger than the limit" in resp.json()["message"]
+    assert resp.headers.get("connection") == "close"
+
+
 def test_large_json_body_is_413(app_client: AppClient) -> None:
     with app_client() as client:
         resp = client.post("/v1/imports", content=b'{"resource": "' + b"x" * 2_000_000 + b'"}',

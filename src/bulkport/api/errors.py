@@ -63,7 +63,11 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BulkportError)
     async def bulkport_error(request: Request, exc: BulkportError) -> JSONResponse:
-        return error_response(exc.status_code, exc.code, exc.message, exc.details)
+        # A 413 leaves the rest of the body unread, so the connection cannot carry
+        # another request: close it, as the body limit's own 413 does.
+        headers = {"Connection": "close"} if exc.status_code == 413 else None
+        return error_response(exc.status_code, exc.code, exc.message, exc.details,
+                              headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
