@@ -806,13 +806,15 @@ def test_every_response_carries_a_request_id(srv: ServerProcess, http: httpx.Cli
     srv.wait_job(created.json()["job_id"])
 
 
+# mtime=0: the gzip bytes are part of the test ids, which every pytest-xdist process
+# must collect alike (a timestamp differs when two processes straddle a second).
 @pytest.mark.parametrize(("name", "content", "fmt"), [
     ("users.csv", b"email,name,role\nf1@example.com,F,admin\n", "csv"),
     ("users.JSONL", b'{"email": "f2@example.com"}\n', "ndjson"),
-    ("users.csv.gz", gzip.compress(b"email,name,role\n"), "csv"),
+    ("users.csv.gz", gzip.compress(b"email,name,role\n", mtime=0), "csv"),
     ("upload.bin", b'  [{"email": "f3@example.com"}]', "json"),
     ("upload", b'{"email": "f4@example.com"}\n{"email": "f5@example.com"}\n', "ndjson"),
-    ("upload.dat", gzip.compress(b'{"email": "f6@example.com"}\n'), "ndjson"),
+    ("upload.dat", gzip.compress(b'{"email": "f6@example.com"}\n', mtime=0), "ndjson"),
     ("upload.txt", b"email,name,role\n", "csv"),
 ])
 def test_the_202_names_the_format_the_name_or_content_tells(
