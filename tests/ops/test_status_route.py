@@ -1,12 +1,13 @@
-"""``GET /v1/imports/{id}`` is answered by the lean route, exactly as FastAPI's route did.
+"""``GET /v1/imports/{id}`` is answered by the lean path, exactly as FastAPI's route did.
 
-The lean route (bulkport.api.status_route) sits in front of the FastAPI route
-of the same path, which stays for the OpenAPI document. The tests send the
-same requests to the app twice, once as it is and once with the lean route
-taken out of the router (so that the FastAPI route answers them), and compare
-the answers: status, every header, the body bytes. A fixed ``X-Request-ID``
-makes the error bodies comparable. A counter on the lean route's call of the
-shared answer shows that the first pass really went through it.
+The lean path (bulkport.api.status_route.StatusFront) sits in front of the
+app's own stack, where the FastAPI route of the same path stays for the
+OpenAPI document. The tests send the same requests to the app twice, once as
+it is and once with the front taken out (so that FastAPI's stack and route
+answer them), and compare the answers: status, every header, the body bytes.
+A fixed ``X-Request-ID`` makes the error bodies comparable. A counter on the
+lean path's call of the shared answer shows that the first pass really went
+through it.
 """
 
 from __future__ import annotations
@@ -78,11 +79,15 @@ def _jobs(client: TestClient, pg_url: str, tmp_path: Path) -> tuple[str, str]:
     return finished, resp.json()["job_id"]
 
 
-def _lean_route(client: TestClient) -> Any:
-    routes = client.app.router.routes  # type: ignore[attr-defined]
-    lean = [r for r in routes if isinstance(r, status_route.LeanRoute)]
-    assert len(lean) == 1 and routes[0] is lean[0]
-    return lean[0]
+def _front(client: TestClient) -> status_route.StatusFront:
+    stack = client.app.middleware_stack  # type: ignore[attr-defined]
+    assert isinstance(stack, status_route.StatusFront)
+    return stack
+
+
+def _without_front(client: TestClient) -> None:
+    """FastAPI's own stack answers everything from now on."""
+    client.app.middleware_stack = _front(client).app  # type: ignore[attr-defined]
 
 
 def test_the_lean_route_answers_as_the_fastapi_route(
@@ -94,9 +99,9 @@ def test_the_lean_route_answers_as_the_fastapi_route(
         requests = _requests(finished, pending)
         lean = _answers(client, requests)
         assert calls == [finished, finished, finished, pending, "no-such-job", "été"]
-        client.app.router.routes.remove(_lean_route(client))  # type: ignore[attr-defined]
+        _without_front(client)
         fastapi = _answers(client, requests)
-        assert len(calls) == 6  # the second pass did not go through the lean route
+        assert len(calls) == 6  # the second pass did not go through the lean path
     for (method, path), a, b in zip(requests, lean, fastapi, strict=True):
         assert a == b, f"{method} {path}"
     statuses = [a[0] for a in lean]
@@ -113,7 +118,7 @@ def test_the_lean_route_keeps_the_api_key_rate_limit_and_metrics(
     key = {"Authorization": "Bearer k-status-route"}
     with app_client(api_keys=["k-status-route"], rate_limit_per_minute=60,
                     rate_limit_burst=3) as client:
-        _lean_route(client)
+        _front(client)
         assert client.get("/v1/imports/any").status_code == 401
         assert client.get("/v1/imports/any",
                           headers={"Authorization": "Bearer wrong"}).status_code == 403
@@ -127,3 +132,32 @@ def test_the_lean_route_keeps_the_api_key_rate_limit_and_metrics(
     assert ('bulkport_http_requests_total{method="GET",route="/v1/imports/{job_id}",'
             'status="404"}') in metrics
     assert "no-such-job" not in metrics
+
+
+def test_the_lean_path_and_the_other_routes_share_one_rate_limit(
+        clean_db: str, app_client: AppClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One bucket per caller whichever chain answers: two lists (FastAPI's stack) and
+    one status read (the lean path) spend the burst of 3, the next read is refused."""
+    calls = _counting(monkeypatch)
+    with app_client(rate_limit_per_minute=60, rate_limit_burst=3) as client:
+        _front(client)
+        codes = [client.get("/v1/imports").status_code for _ in range(2)]
+        codes += [client.get("/v1/imports/no-such-job").status_code for _ in range(2)]
+    assert codes == [200, 200, 404, 429]
+    assert calls == ["no-such-job"]
+
+
+def test_an_unexpected_error_is_the_same_500_on_both_paths(
+        clean_db: str, app_client: AppClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(state: Any, job_id: str) -> Any:
+        raise RuntimeError("a bug in the status read")
+
+    monkeypatch.setattr(status_route, "import_status_response", broken)
+    monkeypatch.setattr(imports, "import_status_response", broken)
+    requests = [("GET", "/v1/imports/some-job")]
+    with app_client() as client:
+        lean = _answers(client, requests)
+        _without_front(client)
+        fastapi = _answers(client, requests)
+    assert lean == fastapi
+    assert lean[0][0] == 500 and b'"error":"internal_error"' in lean[0][2]

@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from bulkport import __version__, db
 from bulkport.api import exports, health, imports, metrics, preview, status_route
 from bulkport.api.bodylimit import BodyLimitMiddleware
 from bulkport.api.errors import RequestIdMiddleware, install_error_handlers
 from bulkport.api.observe import ObserveMiddleware
-from bulkport.api.ratelimit import RateLimitMiddleware
+from bulkport.api.ratelimit import RateLimitMiddleware, rate_limit_buckets
 from bulkport.api.record_schemas import document_records
 from bulkport.api.responses import JSONResponse
 from bulkport.api.security import ApiKeyMiddleware, document_security
@@ -47,26 +49,45 @@ def create_app(settings: Settings | None = None, url: str | None = None) -> Fast
             pool.close()
 
     # Swagger UI is served by the console from vendored files (no CDN); ReDoc is not offered.
-    app = FastAPI(title="bulkport", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, default_response_class=JSONResponse,
-                  docs_url=None, redoc_url=None)
-    # Outermost last: request id → observe → rate limit → API key → body limit → routes.
-    app.add_middleware(BodyLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
-    app.add_middleware(ApiKeyMiddleware, settings=settings)
-    app.add_middleware(RateLimitMiddleware, settings=settings)
-    app.add_middleware(ObserveMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    app = BulkportApp(title="bulkport", version=__version__, description=DESCRIPTION,
+                      lifespan=lifespan, default_response_class=JSONResponse,
+                      docs_url=None, redoc_url=None, middleware=middlewares(settings))
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
     document_security(app)
     app.include_router(preview.router)
     app.include_router(imports.router)
-    status_route.install(app)  # first in the router: it answers before the route above
     app.include_router(exports.router)
     document_records(app)
     console.install(app)
     return app
+
+
+def middlewares(settings: Settings) -> list[Middleware]:
+    """bulkport's middlewares, outermost first: request id → observe → rate limit →
+    API key → body limit. Both chains of the app are built from this one list
+    (:class:`BulkportApp`); the rate limit's buckets are one object in both."""
+    return [Middleware(RequestIdMiddleware),
+            Middleware(ObserveMiddleware),
+            Middleware(RateLimitMiddleware, settings=settings,
+                       buckets=rate_limit_buckets(settings)),
+            Middleware(ApiKeyMiddleware, settings=settings),
+            Middleware(BodyLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)]
+
+
+class BulkportApp(FastAPI):
+    """FastAPI, with the status reads answered in front of its own stack
+    (:mod:`bulkport.api.status_route` says why) through the same middlewares."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return status_route.front(super().build_middleware_stack(), self._around)
+
+    def _around(self, endpoint: ASGIApp) -> ASGIApp:
+        """``endpoint`` inside the app's middlewares (the outermost first in the list)."""
+        for cls, args, kwargs in reversed(self.user_middleware):
+            endpoint = cls(endpoint, *args, **kwargs)
+        return endpoint
 
 
 def serve_app() -> FastAPI:

@@ -60,14 +60,29 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                429: "rate_limited"}
 
 
+def bulkport_error_response(exc: BulkportError) -> JSONResponse:
+    """The answer to a :class:`BulkportError` raised while handling a request."""
+    # A 413 leaves the rest of the body unread, so the connection cannot carry
+    # another request: close it, as the body limit's own 413 does.
+    headers = {"Connection": "close"} if exc.status_code == 413 else None
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, headers=headers)
+
+
+def database_unavailable_response(method: str, path: str,
+                                  exc: psycopg.OperationalError) -> JSONResponse:
+    """The answer when PostgreSQL cannot be reached (a pool timeout is one of these too)."""
+    # The database is down or restarting: 503 tells the client to retry, where a 500
+    # would report a bug.
+    log.warning("database unavailable on %s %s: %s", method, path, exc)
+    return error_response(503, "database_unavailable",
+                          "the database is unavailable right now; retry in a few seconds",
+                          headers={"Retry-After": "5"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BulkportError)
     async def bulkport_error(request: Request, exc: BulkportError) -> JSONResponse:
-        # A 413 leaves the rest of the body unread, so the connection cannot carry
-        # another request: close it, as the body limit's own 413 does.
-        headers = {"Connection": "close"} if exc.status_code == 413 else None
-        return error_response(exc.status_code, exc.code, exc.message, exc.details,
-                              headers=headers)
+        return bulkport_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -97,12 +112,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, exc: psycopg.OperationalError
                                    ) -> JSONResponse:
-        # The database is down or restarting (a pool timeout is one of these too):
-        # 503 tells the client to retry, where a 500 would report a bug.
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(503, "database_unavailable",
-                              "the database is unavailable right now; retry in a few seconds",
-                              headers={"Retry-After": "5"})
+        return database_unavailable_response(request.method, request.url.path, exc)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

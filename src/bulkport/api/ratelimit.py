@@ -72,15 +72,23 @@ class TokenBuckets:
             del self.buckets[next(iter(self.buckets))]
 
 
+def rate_limit_buckets(settings: Settings) -> SharedBuckets | None:
+    """The buckets of one app (``None``: no limit). One object, given to each middleware
+    chain of the app (bulkport.api.app.middlewares), so that a caller has one bucket."""
+    per_minute = settings.rate_limit_per_minute
+    if not per_minute:
+        return None
+    burst = settings.rate_limit_burst or max(1, per_minute // 10)
+    return SharedBuckets(per_minute, burst, TokenBuckets(per_minute, burst))
+
+
 class RateLimitMiddleware:
     """Answers 429 with ``Retry-After`` when a caller runs out of tokens."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, buckets: SharedBuckets | None) -> None:
         self.app = app
         self.per_minute = settings.rate_limit_per_minute
-        burst = settings.rate_limit_burst or max(1, self.per_minute // 10)
-        self.buckets = (SharedBuckets(self.per_minute, burst, TokenBuckets(self.per_minute, burst))
-                        if self.per_minute else None)
+        self.buckets = buckets if self.per_minute else None
         self.keys = ApiKeys(settings.api_keys)
 
     def caller(self, scope: Scope) -> str:
