@@ -102,7 +102,7 @@ def list_imports(state: State, query: Annotated[ImportListQuery, Query()]) -> JS
 
 @router.get("/{job_id}", response_model=ImportJob, responses=ERRORS, summary="Import status")
 def get_import(job_id: JobId, state: State) -> JSONResponse:
-    # Documents the route; the requests themselves are answered by the lean route of
+    # Documents the route; GET requests are answered in front of FastAPI's stack by
     # bulkport.api.status_route, which calls import_status_response as this does.
     return import_status_response(state, job_id)
 
