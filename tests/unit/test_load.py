@@ -92,3 +92,46 @@ def test_a_missing_reference_is_named_with_its_value(db: psycopg.Connection[Any]
             ("author_id", "ghost", "invalid_author_id")]
     slugs = db.execute("SELECT slug FROM articles ORDER BY slug").fetchall()
     assert slugs == [("ok-insert",), ("ok-upsert",)]
+
+
+def _copies(trace: Any) -> int:
+    """COPY statements the client sent, from libpq's protocol trace."""
+    text = trace.read_text()
+    return sum(1 for line in text.splitlines() if "\tF\t" in line and "Query" in line
+               and '"COPY ' in line)
+
+
+def test_a_round_the_probe_rejects_whole_sends_no_copy(db: psycopg.Connection[Any],
+                                                       tmp_path: Any) -> None:
+    """In-batch repeats of written rows make a second round that the probe rejects
+    whole: it costs the probe, not a savepoint and a COPY of nothing."""
+    loader, validator, stager = _job(db, Mode.INSERT)
+    batch = _batch(validator, stager, ["u1,a@x.co,A,reader", "u2,b@x.co,B,reader",
+                                       "u3,A@x.co,C,reader", "u1,c@x.co,D,reader"])
+    trace = tmp_path / "libpq.trace"
+    with trace.open("w") as f:
+        db.pgconn.trace(f.fileno())
+        try:
+            rounds: list[Any] = []
+            rejected = load_rounds(loader, stager, batch, rounds)
+        finally:
+            db.pgconn.untrace()
+    assert len(rounds) == 2
+    assert [(r.row, [e.code for e in r.errors]) for r in rejected] == [
+        (3, ["duplicate_email"]), (4, ["duplicate_id"])]
+    assert _copies(trace) == 1  # the first round's; the second round copies nothing
+    assert _users(db) == [("u1", "a@x.co", "A"), ("u2", "b@x.co", "B")]
+
+
+def test_rows_the_probe_rejects_are_left_out_of_the_copy_wherever_they_are(
+        db: psycopg.Connection[Any]) -> None:
+    db.execute("INSERT INTO users (id, email, name, role) VALUES "
+               "('old1', 'o1@x.co', 'O', 'reader'), ('old2', 'o2@x.co', 'O', 'reader')")
+    loader, validator, stager = _job(db, Mode.INSERT)
+    batch = _batch(validator, stager, ["u1,O1@x.co,A,reader", "u2,b@x.co,B,reader",
+                                       "old2,c@x.co,C,reader", "u4,d@x.co,D,reader",
+                                       "u5,o2@X.co,E,reader"])
+    found = loader.load(batch.staged)
+    assert {row: [e.code for e in errs] for row, errs in found.items()} == {
+        1: ["duplicate_email"], 3: ["duplicate_id"], 5: ["duplicate_email"]}
+    assert [u[0] for u in _users(db)] == ["old1", "old2", "u2", "u4"]

@@ -105,3 +105,15 @@ def test_insert_defaults_are_evaluated_once_by_the_database(conn: psycopg.Connec
     assert defaults[0][1] == "true"
     assert defaults[1][1] == defaults[2][1]  # one now() for the whole job
     assert insert_defaults(conn, RESOURCES["comments"])[0][0] == 4
+
+
+def test_by_row_finds_the_records_of_a_round_in_any_order() -> None:
+    staged = Stager(USERS, Mode.INSERT).stage([_user(r, f"u{r}@x.co", f"u{r}")
+                                               for r in (2, 5, 9, 14)])
+    found = staged.by_row({14, 2})
+    assert {row: rec.value("email") for row, rec in found.items()} == {
+        2: "u2@x.co", 14: "u14@x.co"}
+    assert staged.by_row({3}) == {} and staged.by_row(set()) == {}
+    # Records out of file order (none of the stage's rounds is): still found, by a pass.
+    staged.records.reverse()
+    assert sorted(staged.by_row({5, 9})) == [5, 9]

@@ -274,8 +274,7 @@ def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], stager: Stag
 
 def _commit(run: ImportRun, conn: psycopg.Connection[Any] | None, batch: PreparedBatch,
             rejected: list[Rejected]) -> JobStatus:
-    for rej in rejected:
-        run.error_counts.update(e.code for e in rej.errors)
+    run.error_counts.update([e.code for rej in rejected for e in rej.errors])
     return run.progress.commit_batch(conn, BatchProgress(
         checkpoint=batch.checkpoint, bytes_processed=batch.bytes_processed,
         processed=batch.size, rejected=rejected, error_counts=dict(run.error_counts)))

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import enum
+from bisect import bisect_left
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +125,10 @@ class ValidRecord:
         return self.shape.original(self.data)
 
 
+def _row(record: ValidRecord) -> int:
+    return record.row
+
+
 @dataclass(slots=True)
 class StagedRound:
     """Valid records of a batch, completed and ready to be written in one go."""
@@ -147,10 +152,20 @@ class StagedRound:
         return [r.values for r in self.records]
 
     def by_row(self, wanted: Collection[int]) -> dict[int, ValidRecord]:
-        """The records with these record numbers."""
+        """The records with these record numbers (rows of this round)."""
         if not wanted:
             return {}
-        return {r.row: r for r in self.records if r.row in wanted}
+        # Records are in file order: a binary search each, not a pass over the round
+        # for the few rows the database rejected (a pass if the order was not kept).
+        records = self.records
+        found = {}
+        for row in wanted:
+            i = bisect_left(records, row, key=_row)
+            if i < len(records) and records[i].row == row:
+                found[row] = records[i]
+        if len(found) < len(wanted):
+            return {r.row: r for r in records if r.row in wanted}
+        return found
 
 
 @dataclass(slots=True)
