@@ -30,9 +30,10 @@ import psycopg
 
 from bulkport import metrics
 from bulkport.config import Settings
+from bulkport.pipeline.batching import prefetch, take_batch
 from bulkport.pipeline.csvreader import read_csv_body
 from bulkport.pipeline.headers import match_columns
-from bulkport.pipeline.importer import ConnFactory, _prefetch, _take
+from bulkport.pipeline.importer import ConnFactory
 from bulkport.pipeline.keyhash import KeyHasher
 from bulkport.pipeline.load import Loader, load_rounds
 from bulkport.pipeline.ndjson import read_ndjson
@@ -127,12 +128,12 @@ def run_chunk(run: ChunkRun) -> bool:
     with run.connect() as data:
         loader = Loader(data, resource, Mode.INSERT)
         if work.is_tail:
-            batches = _prefetch(_tail_batches(run, validator, stager))
+            batches = prefetch(_tail_batches(run, validator, stager))
             return _load(run, batches, stager, loader, data)
         assert job.file_key is not None
         with run.storage.open_read(job.file_key, work.start_byte, work.end_byte) as raw:
             holder = Holder(resource, work.hot)
-            batches = _prefetch(_chunk_batches(run, raw, validator, stager, holder))
+            batches = prefetch(_chunk_batches(run, raw, validator, stager, holder))
             return _load(run, batches, stager, loader, data)
 
 
@@ -161,7 +162,7 @@ def _chunk_batches(run: ChunkRun, raw: IO[bytes], validator: RecordValidator,
     work = run.work
     # Resume: the records up to the chunk's checkpoint were committed by an earlier run.
     records = dropwhile(lambda r: r.row <= work.checkpoint, _records(run, raw))
-    while part := _take(records, run.settings.batch_size, raw):
+    while part := take_batch(records, run.settings.batch_size, raw):
         valid, rejected = validator.validate(part)
         valid, held = holder.split(valid)
         yield PreparedBatch(rejected, stager.stage(valid), checkpoint=part[-1].row,

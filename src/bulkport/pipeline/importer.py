@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from itertools import dropwhile, islice
+from itertools import dropwhile
 from typing import IO, Any, Literal
 
 import psycopg
@@ -32,6 +30,7 @@ from bulkport import metrics
 from bulkport.config import Settings
 from bulkport.errors import Terminal, UnreadableFile
 from bulkport.pipeline import decompress, split
+from bulkport.pipeline.batching import prefetch, take_batch
 from bulkport.pipeline.load import Loader, load_rounds
 from bulkport.pipeline.progress import BatchProgress, ImportProgress, Outcome, SourceFacts
 from bulkport.pipeline.reading import Reading, open_reading
@@ -44,13 +43,6 @@ from bulkport.status import JobStatus
 from bulkport.storage import Storage
 
 log = logging.getLogger(__name__)
-
-#: Input read per batch at most (bytes of the stored file; compressed for .gz files).
-BATCH_INPUT_BYTES = 4 * 1024 * 1024
-#: Records taken at a time while filling a batch, between checks of the bytes read.
-BATCH_SIZE_STEP = 500
-#: Prepared batches buffered ahead of the database (bounds memory).
-PREFETCH_BATCHES = 1
 
 ConnFactory = Callable[[], psycopg.Connection[Any]]
 
@@ -133,7 +125,7 @@ def _run(run: ImportRun) -> JobStatus | None:
             validator = RecordValidator(resource, columns, fields=fields, column_map=column_map,
                                         delimiter=source.delimiter or ",")
             stager = Stager(resource, mode, insert_defaults(data, resource))
-            batches = _prefetch(_prepare(records, validator, stager, raw, job.checkpoint,
+            batches = prefetch(_prepare(records, validator, stager, raw, job.checkpoint,
                                          settings.batch_size))
             return _load_batches(run, batches, stager, loader, data)
 
@@ -184,58 +176,11 @@ def _prepare(records: Iterator[RawRecord], validator: RecordValidator, stager: S
     """Read → validate → stage, batch by batch (in the producer thread)."""
     # Resume: skip the records that earlier runs committed.
     records = dropwhile(lambda r: r.row <= checkpoint, records)
-    while chunk := _take(records, batch_size, raw):
+    while chunk := take_batch(records, batch_size, raw):
         yield prepare(validator, stager, chunk, checkpoint=chunk[-1].row,
                       bytes_processed=raw.tell())
 
 
-def _take(records: Iterator[RawRecord], batch_size: int, raw: IO[bytes]) -> list[RawRecord]:
-    """The next batch: ``batch_size`` records, or fewer once BATCH_INPUT_BYTES were read.
-
-    Wide records (long article bodies) would otherwise make a batch, and the
-    memory it holds, many times larger than one of users.
-    """
-    start = raw.tell()
-    chunk: list[RawRecord] = []
-    while True:
-        part = list(islice(records, min(BATCH_SIZE_STEP, batch_size - len(chunk))))
-        chunk += part
-        if (len(part) < BATCH_SIZE_STEP or len(chunk) >= batch_size
-                or raw.tell() - start >= BATCH_INPUT_BYTES):
-            return chunk
-
-
-def _prefetch(batches: Iterator[PreparedBatch]) -> Iterator[PreparedBatch]:
-    """Run ``batches`` in a thread, PREFETCH_BATCHES ahead of the consumer."""
-    q: queue.Queue[PreparedBatch | BaseException | None] = queue.Queue(PREFETCH_BATCHES)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for b in batches:
-                if stop.is_set():
-                    return
-                q.put(b)
-            q.put(None)
-        except BaseException as exc:
-            q.put(exc)
-
-    thread = threading.Thread(target=produce, name="import-parse", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                q.get_nowait()
-        thread.join(timeout=5)
 
 
 def _load_batches(run: ImportRun, batches: Iterator[PreparedBatch], stager: Stager,
