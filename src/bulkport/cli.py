@@ -34,11 +34,10 @@ def _apply_common(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from bulkport import db
-    from bulkport.api.app import create_app, freeze_startup_objects
+    from bulkport import db, interpreter
+    from bulkport.api.app import create_app
     from bulkport.config import get_settings
     from bulkport.jobs.processes import WorkerPool
-    from bulkport.jobs.worker import GIL_SWITCH_SECONDS
     from bulkport.logs import setup_logging
 
     settings = get_settings()
@@ -46,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # The reader threads of a split export take turns with each other and the event
     # loop; with the default 5 ms switch interval a reader whose rows have arrived
     # waits that long while PostgreSQL stalls on a full socket (bench/README.md).
-    sys.setswitchinterval(GIL_SWITCH_SECONDS)
+    interpreter.set_switch_interval()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = db.database_url(settings)
     db.migrate(url)
@@ -74,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                         workers=settings.api_processes, **server)
         else:
             app = create_app(settings, url)
-            freeze_startup_objects()
+            interpreter.freeze_startup_objects()
             uvicorn.run(app, **server)
     finally:
         pool.stop()

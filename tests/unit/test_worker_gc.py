@@ -1,4 +1,4 @@
-"""The worker processes' garbage-collector settings (jobs/worker.py, ``tune_gc``).
+"""The worker processes' garbage-collector settings (bulkport/interpreter.py, ``tune_gc``).
 
 Run in a fresh interpreter each, so that the test process keeps its own settings.
 """
@@ -9,12 +9,12 @@ import json
 import subprocess
 import sys
 
-from bulkport.jobs.worker import GC_YOUNG_THRESHOLD
+from bulkport.interpreter import GC_YOUNG_THRESHOLD
 
 #: Prepares one default-size batch of plain users, counting the collections it triggers.
 PREPARE_BATCH = """
 import gc, json, sys
-from bulkport.jobs.worker import tune_gc
+from bulkport.interpreter import tune_gc
 from bulkport.pipeline.stage import Stager, prepare
 from bulkport.pipeline.types import Mode, RawRecord
 from bulkport.pipeline.validate import RecordValidator
@@ -38,7 +38,7 @@ print(json.dumps({"collections": len(runs), "threshold": gc.get_threshold()[0],
 #: Makes cyclic garbage only the collector can free, and counts what it freed.
 CYCLES = """
 import gc, json
-from bulkport.jobs.worker import tune_gc
+from bulkport.interpreter import tune_gc
 
 tune_gc()
 freed = []

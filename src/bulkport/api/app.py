@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,7 +9,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
-from bulkport import __version__, db
+from bulkport import __version__, db, interpreter
 from bulkport.api import exports, health, imports, metrics, preview, status_route
 from bulkport.api.bodylimit import BodyLimitMiddleware
 from bulkport.api.errors import RequestIdMiddleware, install_error_handlers
@@ -98,25 +96,11 @@ def serve_app() -> FastAPI:
     did in its own process, so it is done again here: logging, and the GIL switch
     interval of the export readers (bulkport.cli.cmd_serve says why).
     """
-    from bulkport.jobs.worker import GIL_SWITCH_SECONDS
     from bulkport.logs import setup_logging
 
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
-    sys.setswitchinterval(GIL_SWITCH_SECONDS)
+    interpreter.set_switch_interval()
     app = create_app(settings)
-    freeze_startup_objects()
+    interpreter.freeze_startup_objects()
     return app
-
-
-def freeze_startup_objects() -> None:
-    """Keep what a server process has built so far out of the garbage collector's sight.
-
-    The modules, the app, its routes and models live as long as the process; a full
-    collection walked them all (~80,000 objects, ~45 ms on a busy 2-core machine), a
-    pause every request in flight waited through (bench/README.md, "Status reads").
-    Collected first, so that no garbage of the start-up is kept for good. Only the
-    server processes call this, once: an app built in-process (tests) is left alone.
-    """
-    gc.collect()
-    gc.freeze()

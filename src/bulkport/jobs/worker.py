@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import gc
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 
-from bulkport import db, metrics
+from bulkport import db, interpreter, metrics
 from bulkport.config import Settings, get_settings
 from bulkport.errors import LeaseLost
 from bulkport.jobs import service
@@ -36,13 +34,6 @@ from bulkport.storage import upload_storage
 
 log = logging.getLogger(__name__)
 
-#: GIL switch interval of worker processes (seconds; Python's default is 0.005).
-GIL_SWITCH_SECONDS = 0.001
-#: Young-generation threshold of the cyclic garbage collector in worker processes
-#: (net container allocations between collections; Python's default is 700). Above
-#: what a batch being read while another loads holds (a few containers per record),
-#: so the batch's records are freed by reference counting before a collection walks them.
-GC_YOUNG_THRESHOLD = 50_000
 #: A job claimed this many times without committing a batch is failed (a poison job).
 MAX_ATTEMPTS = 10
 #: Backoff after the database failed under us (seconds, doubled up to the cap).
@@ -252,8 +243,8 @@ def worker_process_main(url: str, threads: int = 1) -> None:
     # An import's loading thread takes the GIL back after every database round trip
     # while its parse thread computes; the default 5 ms switch interval left
     # PostgreSQL idle that long each time (bench/README.md).
-    sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    tune_gc()
+    interpreter.set_switch_interval()
+    interpreter.tune_gc()
     stopping = threading.Event()
     busy = Busy()
     sweeper = Sweeper(settings)  # one per process: its workers take turns sweeping
@@ -275,25 +266,6 @@ def worker_process_main(url: str, threads: int = 1) -> None:
         pass
     for t in runners:
         t.join()
-
-
-def tune_gc() -> None:
-    """Set the cyclic garbage collector of a worker process for batch work.
-
-    An import's batch is tens of thousands of containers (records, their value lists)
-    that live until the batch commits and are then freed by reference counting; they
-    form no cycles. With the default threshold the collector ran ~50 times per batch
-    and walked them over and over, up to a third of the parse thread's CPU, more
-    with flawed files (bench/README.md, "Flawed imports: where the time went").
-    Cycles are still collected, once per GC_YOUNG_THRESHOLD allocations, which
-    bounds the garbage a cycle-heavy job can leave waiting. What the start-up built
-    (modules, settings) lives as long as the process: collected once, then frozen,
-    so that a full collection does not walk it again.
-    """
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 #: How often a worker process checks that the process that started it is alive (seconds).
