@@ -37,7 +37,9 @@ from bulkport.api.state import AppState
 from bulkport.errors import BulkportError
 
 PATH = "/v1/imports/{job_id}"
-#: The path as Starlette's router matches ``{job_id}`` (one segment).
+#: The path as Starlette's router matches ``{job_id}`` (one segment). Matched here, not
+#: with FastAPI's route object: FastAPI keeps an included router's routes inside a
+#: wrapper of its own (``app.routes`` holds no route of this path to call).
 _PATH = re.compile(r"/v1/imports/([^/]+)")
 
 
