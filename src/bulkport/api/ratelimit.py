@@ -88,7 +88,7 @@ class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings, buckets: SharedBuckets | None) -> None:
         self.app = app
         self.per_minute = settings.rate_limit_per_minute
-        self.buckets = buckets if self.per_minute else None
+        self.buckets = buckets  # None: no limit (rate_limit_buckets)
         self.keys = ApiKeys(settings.api_keys)
 
     def caller(self, scope: Scope) -> str:
